@@ -1,0 +1,3263 @@
+/*
+ * mtlslb - a mutual-TLS load balancer for edge boxes.
+ *
+ * One file, one dependency (wolfSSL), one poll() loop, no threads.  The
+ * sections below follow the flow of a byte, top to bottom; a section may call
+ * the ones above it, never the ones below:
+ *
+ *   util & logging            log_, now_ms, small helpers
+ *   config model & parser     cfg_: text -> struct mtlslb_config (mtlslb.h)
+ *   TLS                       tls_: contexts, SNI, CA/CRL, client identity
+ *   upstreams                 up_: server choice, back-off
+ *   connections               conn_, relay_: accept, handshake, connect, relay
+ *   stats                     stats_: counters to the log (SIGUSR1)
+ *   event loop                loop_: pollfd slots, timer heap, dispatch
+ *   main & signals
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mtlslb.h"
+
+#if !defined(HAVE_SNI) || !defined(OPENSSL_EXTRA)
+#error "mtlslb needs a wolfSSL built with --enable-sni and --enable-opensslextra (or --enable-opensslall)"
+#endif
+
+/* ======================================================================
+ * util & logging
+ *
+ * Owns the log level and the clock.  Everything below may call it.
+ * ====================================================================== */
+
+static enum mtlslb_level log_level = MTLSLB_LOG_INFO;
+static const char *const log_names[] = { "error", "warn", "info", "debug" };
+
+static void log_msg(enum mtlslb_level lvl, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void log_msg(enum mtlslb_level lvl, const char *fmt, ...)
+{
+    char buf[2048];
+    struct timespec ts;
+    struct tm tm;
+    size_t n, off = 0;
+    va_list ap;
+
+    if (lvl > log_level)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(buf + n, sizeof buf - n, ".%03ldZ %s ",
+                          (long)(ts.tv_nsec / 1000000), log_names[lvl]);
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sizeof buf - n, fmt, ap);
+    va_end(ap);
+    n = strlen(buf);
+    if (n > sizeof buf - 2)
+        n = sizeof buf - 2;
+    buf[n++] = '\n';
+    while (off < n) {
+        ssize_t w = write(STDERR_FILENO, buf + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int fd_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+/* "1.2.3.4:80" or "[::1]:80". */
+static void addr_text(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        snprintf(out, len, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        snprintf(out, len, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, len, "unknown");
+    }
+}
+
+/* An IPv4-mapped IPv6 address (a [::] listener accepting IPv4) becomes the
+ * plain IPv4 address it stands for, in logs and in PROXY headers. */
+static void addr_unmap(struct sockaddr_storage *ss)
+{
+    struct sockaddr_in6 in6;
+    struct sockaddr_in in;
+
+    if (ss->ss_family != AF_INET6)
+        return;
+    memcpy(&in6, ss, sizeof in6);
+    if (!IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr))
+        return;
+    memset(&in, 0, sizeof in);
+    in.sin_family = AF_INET;
+    in.sin_port = in6.sin6_port;
+    memcpy(&in.sin_addr, &in6.sin6_addr.s6_addr[12], 4);
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, &in, sizeof in);
+}
+
+/* Copy a string for a log line or a header: printable ASCII only, so a
+ * certificate field can never split a line. */
+static void str_clean(char *dst, size_t len, const char *src)
+{
+    size_t i;
+
+    for (i = 0; src[i] && i + 1 < len; i++)
+        dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    dst[i] = 0;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+/* ======================================================================
+ * config model & parser
+ *
+ * Turns configuration text into the model declared in mtlslb.h.  Reports
+ * every error as "FILE:LINE: message" and keeps going, so `mtlslb -t`
+ * shows them all at once.  Files named by the configuration are not opened
+ * here: the TLS section loads them.
+ * ====================================================================== */
+
+enum cfg_section { SEC_NONE = 0, SEC_GLOBAL = 1, SEC_LISTENER = 2, SEC_BACKEND = 4 };
+
+struct cfg_parser {
+    struct mtlslb_config *cfg;
+    const char *file;
+    char *dir;
+    int line;
+    int errors;
+    mtlslb_report_fn *report;
+    void *arg;
+    enum cfg_section sec;
+    size_t cur;                     /* index of the open listener or backend */
+};
+
+static void cfg_error(struct cfg_parser *p, int line, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void cfg_error(struct cfg_parser *p, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    int n;
+    va_list ap;
+
+    n = snprintf(msg, sizeof msg, "%s:%d: ", p->file, line);
+    if (n < 0 || (size_t)n >= sizeof msg)
+        n = 0;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    p->errors++;
+    if (p->report)
+        p->report(p->arg, msg);
+}
+
+/* Append one zeroed element to a dynamic array; NULL when out of memory. */
+static void *cfg_push(void *arrp, size_t *n, size_t size)
+{
+    void **arr = arrp;
+    char *na = realloc(*arr, (*n + 1) * size);
+
+    if (!na)
+        return NULL;
+    *arr = na;
+    memset(na + *n * size, 0, size);
+    return na + (*n)++ * size;
+}
+
+static struct mtlslb_listener *cfg_lst(struct cfg_parser *p)
+{
+    return &p->cfg->listeners[p->cur];
+}
+
+static struct mtlslb_backend *cfg_be(struct cfg_parser *p)
+{
+    return &p->cfg->backends[p->cur];
+}
+
+int mtlslb_parse_duration(const char *s, unsigned *ms)
+{
+    unsigned long long v = 0, mul;
+    const char *q = s;
+
+    if (*q < '0' || *q > '9')
+        return -1;
+    while (*q >= '0' && *q <= '9') {
+        v = v * 10 + (unsigned)(*q++ - '0');
+        if (v > 86400000ull)
+            return -1;
+    }
+    if (*q == 0 || strcmp(q, "s") == 0)
+        mul = 1000;
+    else if (strcmp(q, "ms") == 0)
+        mul = 1;
+    else if (strcmp(q, "m") == 0)
+        mul = 60000;
+    else if (strcmp(q, "h") == 0)
+        mul = 3600000;
+    else
+        return -1;
+    v *= mul;
+    if (v > 86400000ull)
+        return -1;
+    *ms = (unsigned)v;
+    return 0;
+}
+
+static int cfg_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    unsigned long v = 0;
+
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (unsigned)(*s - '0');
+        if (v > max)
+            return -1;
+    }
+    if (v < min)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int cfg_onoff(struct cfg_parser *p, const char *what, const char *s, int *out)
+{
+    if (strcmp(s, "on") == 0)
+        *out = 1;
+    else if (strcmp(s, "off") == 0)
+        *out = 0;
+    else {
+        cfg_error(p, p->line, "'%s' takes on or off, not '%s'", what, s);
+        return -1;
+    }
+    return 0;
+}
+
+static char *cfg_path(struct cfg_parser *p, const char *s)
+{
+    size_t dl, sl;
+    char *r;
+
+    if (s[0] == '/' || !p->dir)
+        return xstrdup(s);
+    dl = strlen(p->dir);
+    sl = strlen(s);
+    r = malloc(dl + sl + 2);
+    if (!r)
+        return NULL;
+    memcpy(r, p->dir, dl);
+    r[dl] = '/';
+    memcpy(r + dl + 1, s, sl + 1);
+    return r;
+}
+
+static int cfg_file(struct cfg_parser *p, struct mtlslb_file *f, const char *s)
+{
+    free(f->path);
+    f->path = cfg_path(p, s);
+    f->line = p->line;
+    if (!f->path) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_crl(struct cfg_parser *p, struct mtlslb_file **crls, size_t *n, const char *s)
+{
+    struct mtlslb_file *f = cfg_push(crls, n, sizeof *f);
+
+    if (!f) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    return cfg_file(p, f, s);
+}
+
+/*
+ * "HOST:PORT", "[V6]:PORT", "*:PORT".  passive: a local address to bind,
+ * numeric only; otherwise a server, which may be a name resolved now.
+ */
+static int cfg_addr(struct cfg_parser *p, const char *text, int passive,
+                    struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *port, *h = text, *colon;
+    size_t hl;
+    struct addrinfo hints, *res = NULL;
+    unsigned pn;
+    int rc;
+
+    if (*h == '[') {
+        const char *end = strchr(h, ']');
+        if (!end || end[1] != ':')
+            goto bad;
+        hl = (size_t)(end - h - 1);
+        h++;
+        port = end + 2;
+    } else {
+        colon = strrchr(h, ':');
+        if (!colon)
+            goto bad;
+        if (memchr(h, ':', (size_t)(colon - h))) {
+            cfg_error(p, p->line, "'%s': an IPv6 address goes in brackets, as [::1]:443", text);
+            return -1;
+        }
+        hl = (size_t)(colon - h);
+        port = colon + 1;
+    }
+    if (hl >= sizeof host || cfg_uint(port, 1, 65535, &pn) < 0)
+        goto bad;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if (passive) {
+        hints.ai_flags |= AI_PASSIVE | AI_NUMERICHOST;
+        if (hl == 0 || strcmp(host, "*") == 0) {
+            strcpy(host, "0.0.0.0");
+            hints.ai_family = AF_INET;
+        }
+    } else if (hl == 0) {
+        goto bad;
+    }
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0 || !res) {
+        cfg_error(p, p->line, "cannot resolve '%s': %s", text,
+                  rc ? gai_strerror(rc) : "no address");
+        return -1;
+    }
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+bad:
+    cfg_error(p, p->line, "'%s' is not an address (HOST:PORT or [IPV6]:PORT)", text);
+    return -1;
+}
+
+typedef int cfg_fn(struct cfg_parser *p, int argc, char **argv);
+
+static int cfg_log_level(struct cfg_parser *p, int argc, char **argv)
+{
+    unsigned i;
+
+    (void)argc;
+    for (i = 0; i < 4; i++)
+        if (strcmp(argv[1], log_names[i]) == 0) {
+            p->cfg->global.log_level = (enum mtlslb_level)i;
+            return 0;
+        }
+    cfg_error(p, p->line, "log-level takes error, warn, info or debug, not '%s'", argv[1]);
+    return -1;
+}
+
+static int cfg_log(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (strcmp(argv[1], "stderr") == 0)
+        return 0;
+    if (strcmp(argv[1], "syslog") == 0) {
+        cfg_error(p, p->line, "'log syslog' is not supported yet");
+        return -1;
+    }
+    cfg_error(p, p->line, "log takes stderr or syslog, not '%s'", argv[1]);
+    return -1;
+}
+
+static int cfg_max_conns(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (cfg_uint(argv[1], 1, 1000000, &p->cfg->global.max_conns) < 0) {
+        cfg_error(p, p->line, "max-conns takes a number from 1 to 1000000, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_duration(struct cfg_parser *p, const char *what, const char *s,
+                        unsigned min, unsigned *out)
+{
+    if (mtlslb_parse_duration(s, out) < 0 || *out < min) {
+        cfg_error(p, p->line, "%s: bad duration '%s' (a number with ms, s, m or h, at most 24h%s)",
+                  what, s, min ? ", above 0" : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_timeout(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_global *g = &p->cfg->global;
+    unsigned *t;
+
+    (void)argc;
+    if (strcmp(argv[1], "handshake") == 0)
+        t = &g->tmo_handshake;
+    else if (strcmp(argv[1], "connect") == 0)
+        t = &g->tmo_connect;
+    else if (strcmp(argv[1], "idle") == 0)
+        t = &g->tmo_idle;
+    else if (strcmp(argv[1], "request") == 0) {
+        cfg_error(p, p->line, "'timeout request' is not supported yet (it belongs to mode http)");
+        return -1;
+    } else {
+        cfg_error(p, p->line, "unknown timeout '%s' (handshake, connect, idle, request)", argv[1]);
+        return -1;
+    }
+    return cfg_duration(p, "timeout", argv[2], 1, t);
+}
+
+static int cfg_grace(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    return cfg_duration(p, "grace", argv[1], 0, &p->cfg->global.grace);
+}
+
+static int cfg_bind(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_bind b, *nb;
+    size_t i, j;
+
+    (void)argc;
+    memset(&b, 0, sizeof b);
+    if (cfg_addr(p, argv[1], 1, &b.addr, &b.addrlen) < 0)
+        return -1;
+    for (i = 0; i < p->cfg->nlisteners; i++)
+        for (j = 0; j < p->cfg->listeners[i].nbinds; j++) {
+            const struct mtlslb_bind *o = &p->cfg->listeners[i].binds[j];
+            if (o->addrlen == b.addrlen && memcmp(&o->addr, &b.addr, b.addrlen) == 0) {
+                cfg_error(p, p->line, "bind %s is already used at line %d", argv[1], o->line);
+                return -1;
+            }
+        }
+    nb = cfg_push(&cfg_lst(p)->binds, &cfg_lst(p)->nbinds, sizeof *nb);
+    if (!nb || !(b.text = xstrdup(argv[1]))) {
+        if (nb)
+            cfg_lst(p)->nbinds--;
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    b.line = p->line;
+    *nb = b;
+    return 0;
+}
+
+static int cfg_mode(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    cfg_lst(p)->mode_line = p->line;
+    if (strcmp(argv[1], "tcp") == 0) {
+        cfg_lst(p)->mode = MTLSLB_MODE_TCP;
+        return 0;
+    }
+    if (strcmp(argv[1], "http") == 0) {
+        cfg_lst(p)->mode = MTLSLB_MODE_HTTP;
+        return 0;                   /* refused when the listener is checked */
+    }
+    cfg_error(p, p->line, "mode takes http or tcp, not '%s'", argv[1]);
+    return -1;
+}
+
+static int cfg_cert(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (cfg_file(p, &cfg_lst(p)->cert, argv[1]) < 0)
+        return -1;
+    return cfg_file(p, &cfg_lst(p)->key, argv[2]);
+}
+
+static int cfg_ca(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    return cfg_file(p, &cfg_lst(p)->ca, argv[1]);
+}
+
+static int cfg_crl_l(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    return cfg_crl(p, &cfg_lst(p)->crls, &cfg_lst(p)->ncrls, argv[1]);
+}
+
+static int cfg_verify(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (strcmp(argv[1], "required") == 0)
+        cfg_lst(p)->verify = MTLSLB_VERIFY_REQUIRED;
+    else if (strcmp(argv[1], "optional") == 0)
+        cfg_lst(p)->verify = MTLSLB_VERIFY_OPTIONAL;
+    else if (strcmp(argv[1], "none") == 0)
+        cfg_lst(p)->verify = MTLSLB_VERIFY_NONE;
+    else {
+        cfg_error(p, p->line, "verify takes required, optional or none, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_tls_min(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (strcmp(argv[1], "1.2") == 0)
+        cfg_lst(p)->tls_min = 12;
+    else if (strcmp(argv[1], "1.3") == 0)
+        cfg_lst(p)->tls_min = 13;
+    else {
+        cfg_error(p, p->line, "tls-min takes 1.2 or 1.3, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_ciphers(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    free(cfg_lst(p)->ciphers);
+    cfg_lst(p)->ciphers = xstrdup(argv[1]);
+    cfg_lst(p)->ciphers_line = p->line;
+    if (!cfg_lst(p)->ciphers) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_sni_name_ok(const char *s)
+{
+    const char *q = s;
+
+    if (q[0] == '*') {
+        if (q[1] != '.' || !q[2])
+            return 0;
+        q += 2;
+    }
+    for (; *q; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-' ||
+              *q == '.' || *q == '_'))
+            return 0;
+    return s[0] != '.';
+}
+
+/* sni NAME CERT KEY [ca FILE] [crl FILE]... */
+static int cfg_sni(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_listener *l = cfg_lst(p);
+    struct mtlslb_sni *s;
+    size_t i;
+    int a;
+    char *name = xstrdup(argv[1]);
+
+    if (!name) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    for (i = 0; name[i]; i++)
+        name[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] - 'A' + 'a' : name[i]);
+    if (i > 253 || !cfg_sni_name_ok(name)) {
+        cfg_error(p, p->line, "'%s' is not a host name or a one-label wildcard (*.example.org)",
+                  argv[1]);
+        free(name);
+        return -1;
+    }
+    for (i = 0; i < l->nsnis; i++)
+        if (strcmp(l->snis[i].name, name) == 0) {
+            cfg_error(p, p->line, "sni %s is already defined at line %d", name, l->snis[i].line);
+            free(name);
+            return -1;
+        }
+    s = cfg_push(&l->snis, &l->nsnis, sizeof *s);
+    if (!s) {
+        free(name);
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    s->name = name;
+    s->line = p->line;
+    if (cfg_file(p, &s->cert, argv[2]) < 0 || cfg_file(p, &s->key, argv[3]) < 0)
+        return -1;
+    for (a = 4; a < argc; a += 2) {
+        if (a + 1 >= argc) {
+            cfg_error(p, p->line, "sni: '%s' needs a file", argv[a]);
+            return -1;
+        }
+        if (strcmp(argv[a], "ca") == 0) {
+            if (cfg_file(p, &s->ca, argv[a + 1]) < 0)
+                return -1;
+        } else if (strcmp(argv[a], "crl") == 0) {
+            if (cfg_crl(p, &s->crls, &s->ncrls, argv[a + 1]) < 0)
+                return -1;
+        } else {
+            cfg_error(p, p->line, "sni: unknown option '%s' (ca, crl)", argv[a]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int cfg_sni_strict(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    return cfg_onoff(p, "sni-strict", argv[1], &cfg_lst(p)->sni_strict);
+}
+
+static int cfg_default_backend(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    free(cfg_lst(p)->default_backend);
+    cfg_lst(p)->default_backend = xstrdup(argv[1]);
+    cfg_lst(p)->default_backend_line = p->line;
+    if (!cfg_lst(p)->default_backend) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_send_proxy(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (strcmp(argv[1], "v1") == 0)
+        cfg_lst(p)->send_proxy = 1;
+    else if (strcmp(argv[1], "v2") == 0)
+        cfg_lst(p)->send_proxy = 2;
+    else if (strcmp(argv[1], "off") == 0)
+        cfg_lst(p)->send_proxy = 0;
+    else {
+        cfg_error(p, p->line, "send-proxy takes v1, v2 or off, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_balance(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (strcmp(argv[1], "roundrobin") == 0)
+        cfg_be(p)->balance = MTLSLB_BAL_ROUNDROBIN;
+    else if (strcmp(argv[1], "leastconn") == 0)
+        cfg_be(p)->balance = MTLSLB_BAL_LEASTCONN;
+    else if (strcmp(argv[1], "source") == 0)
+        cfg_be(p)->balance = MTLSLB_BAL_SOURCE;
+    else {
+        cfg_error(p, p->line, "balance takes roundrobin, leastconn or source, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_retries(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (cfg_uint(argv[1], 0, 100, &cfg_be(p)->retries) < 0) {
+        cfg_error(p, p->line, "retries takes a number from 0 to 100, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_name_ok(struct cfg_parser *p, const char *what, const char *s)
+{
+    const char *q;
+
+    for (q = s; *q; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+              (*q >= '0' && *q <= '9') || *q == '-' || *q == '_' || *q == '.'))
+            break;
+    if (*q || q == s || q - s >= MTLSLB_MAX_NAME) {
+        cfg_error(p, p->line, "%s name '%s': use letters, digits, '-', '_', '.' (at most %d)",
+                  what, s, MTLSLB_MAX_NAME - 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* server NAME ADDR [weight N] [backup] [tls ...] */
+static int cfg_server(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_backend *b = cfg_be(p);
+    struct mtlslb_server *s;
+    size_t i;
+    int a;
+
+    if (cfg_name_ok(p, "server", argv[1]) < 0)
+        return -1;
+    for (i = 0; i < b->nservers; i++)
+        if (strcmp(b->servers[i].name, argv[1]) == 0) {
+            cfg_error(p, p->line, "server %s is already defined at line %d", argv[1],
+                      b->servers[i].line);
+            return -1;
+        }
+    s = cfg_push(&b->servers, &b->nservers, sizeof *s);
+    if (!s || !(s->name = xstrdup(argv[1])) || !(s->addr_text = xstrdup(argv[2]))) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    s->line = p->line;
+    s->weight = 1;
+    if (cfg_addr(p, argv[2], 0, &s->addr, &s->addrlen) < 0)
+        return -1;
+    for (a = 3; a < argc; a++) {
+        if (strcmp(argv[a], "weight") == 0 && a + 1 < argc) {
+            if (cfg_uint(argv[++a], 1, 256, &s->weight) < 0) {
+                cfg_error(p, p->line, "weight takes a number from 1 to 256, not '%s'", argv[a]);
+                return -1;
+            }
+        } else if (strcmp(argv[a], "backup") == 0) {
+            s->backup = 1;
+        } else if (strcmp(argv[a], "tls") == 0) {
+            cfg_error(p, p->line, "'server ... tls' is not supported yet");
+            return -1;
+        } else {
+            cfg_error(p, p->line, "server: unknown option '%s' (weight N, backup, tls)", argv[a]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Directives whose behaviour a later release brings: refused, never ignored. */
+static int cfg_later(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    cfg_error(p, p->line, "'%s' is not supported yet", argv[0]);
+    return -1;
+}
+
+struct cfg_directive {
+    const char *name;
+    unsigned sections;
+    int min, max;                   /* arguments after the keyword */
+    cfg_fn *fn;
+};
+
+/* Sorted by name: looked up with bsearch. */
+static const struct cfg_directive cfg_table[] = {
+    { "allow",           SEC_LISTENER, 0, 99, cfg_later },
+    { "balance",         SEC_BACKEND,  1, 1,  cfg_balance },
+    { "bind",            SEC_LISTENER, 1, 1,  cfg_bind },
+    { "ca",              SEC_LISTENER, 1, 1,  cfg_ca },
+    { "cert",            SEC_LISTENER, 2, 2,  cfg_cert },
+    { "check",           SEC_BACKEND,  0, 99, cfg_later },
+    { "check-interval",  SEC_BACKEND,  0, 99, cfg_later },
+    { "check-timeout",   SEC_BACKEND,  0, 99, cfg_later },
+    { "ciphers",         SEC_LISTENER, 1, 1,  cfg_ciphers },
+    { "crl",             SEC_LISTENER, 1, 1,  cfg_crl_l },
+    { "default-backend", SEC_LISTENER, 1, 1,  cfg_default_backend },
+    { "fall",            SEC_BACKEND,  0, 99, cfg_later },
+    { "forward-cert",    SEC_LISTENER, 0, 99, cfg_later },
+    { "grace",           SEC_GLOBAL,   1, 1,  cfg_grace },
+    { "log",             SEC_GLOBAL,   1, 1,  cfg_log },
+    { "log-level",       SEC_GLOBAL,   1, 1,  cfg_log_level },
+    { "max-conns",       SEC_GLOBAL,   1, 1,  cfg_max_conns },
+    { "mode",            SEC_LISTENER, 1, 1,  cfg_mode },
+    { "retries",         SEC_BACKEND,  1, 1,  cfg_retries },
+    { "rise",            SEC_BACKEND,  0, 99, cfg_later },
+    { "route",           SEC_LISTENER, 0, 99, cfg_later },
+    { "send-proxy",      SEC_LISTENER, 1, 1,  cfg_send_proxy },
+    { "server",          SEC_BACKEND,  2, 8,  cfg_server },
+    { "sni",             SEC_LISTENER, 3, 9,  cfg_sni },
+    { "sni-strict",      SEC_LISTENER, 1, 1,  cfg_sni_strict },
+    { "stats",           SEC_GLOBAL,   0, 99, cfg_later },
+    { "timeout",         SEC_GLOBAL,   2, 2,  cfg_timeout },
+    { "tls-min",         SEC_LISTENER, 1, 1,  cfg_tls_min },
+    { "user",            SEC_GLOBAL,   0, 99, cfg_later },
+    { "verify",          SEC_LISTENER, 1, 1,  cfg_verify },
+};
+
+static int cfg_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct cfg_directive *)elem)->name);
+}
+
+static const char *cfg_section_name(unsigned sec)
+{
+    return sec == SEC_GLOBAL ? "global" : sec == SEC_LISTENER ? "listener" : "backend";
+}
+
+/* Split a line into tokens in place.  Returns the count, or -1 on error. */
+static int cfg_tokenize(struct cfg_parser *p, char *s, char **tok)
+{
+    int n = 0;
+    char *w;
+
+    for (;;) {
+        while (*s == ' ' || *s == '\t' || *s == '\r')
+            s++;
+        if (*s == 0 || *s == '#')
+            return n;
+        if (n == MTLSLB_MAX_TOKENS) {
+            cfg_error(p, p->line, "too many words on one line");
+            return -1;
+        }
+        if (*s == '"') {
+            tok[n++] = w = ++s;
+            while (*s != '"') {
+                if (*s == 0) {
+                    cfg_error(p, p->line, "unterminated quote");
+                    return -1;
+                }
+                if (*s == '\\' && (s[1] == '"' || s[1] == '\\'))
+                    s++;
+                *w++ = *s++;
+            }
+            s++;
+            if (*s && *s != ' ' && *s != '\t' && *s != '\r') {
+                *w = 0;
+                cfg_error(p, p->line, "a blank must follow a closing quote");
+                return -1;
+            }
+            *w = 0;
+            if (*s)
+                s++;
+        } else {
+            tok[n++] = s;
+            while (*s && *s != ' ' && *s != '\t' && *s != '\r')
+                s++;
+            if (*s)
+                *s++ = 0;
+        }
+    }
+}
+
+static int cfg_section(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_config *c = p->cfg;
+    size_t i;
+
+    if (strcmp(argv[0], "global") == 0) {
+        if (argc != 1) {
+            cfg_error(p, p->line, "global takes no argument");
+            return -1;
+        }
+        p->sec = SEC_GLOBAL;
+        return 0;
+    }
+    if (argc != 2) {
+        cfg_error(p, p->line, "%s takes one name", argv[0]);
+        p->sec = SEC_NONE;
+        return -1;
+    }
+    if (cfg_name_ok(p, argv[0], argv[1]) < 0) {
+        p->sec = SEC_NONE;
+        return -1;
+    }
+    if (strcmp(argv[0], "listener") == 0) {
+        struct mtlslb_listener *l;
+        for (i = 0; i < c->nlisteners; i++)
+            if (strcmp(c->listeners[i].name, argv[1]) == 0)
+                cfg_error(p, p->line, "listener %s is already defined at line %d", argv[1],
+                          c->listeners[i].line);
+        l = cfg_push(&c->listeners, &c->nlisteners, sizeof *l);
+        if (!l || !(l->name = xstrdup(argv[1])))
+            goto oom;
+        l->line = p->line;
+        l->tls_min = 12;
+        p->sec = SEC_LISTENER;
+        p->cur = c->nlisteners - 1;
+    } else {
+        struct mtlslb_backend *b;
+        for (i = 0; i < c->nbackends; i++)
+            if (strcmp(c->backends[i].name, argv[1]) == 0)
+                cfg_error(p, p->line, "backend %s is already defined at line %d", argv[1],
+                          c->backends[i].line);
+        b = cfg_push(&c->backends, &c->nbackends, sizeof *b);
+        if (!b || !(b->name = xstrdup(argv[1])))
+            goto oom;
+        b->line = p->line;
+        b->retries = 1;
+        p->sec = SEC_BACKEND;
+        p->cur = c->nbackends - 1;
+    }
+    return 0;
+oom:
+    cfg_error(p, p->line, "out of memory");
+    p->sec = SEC_NONE;
+    return -1;
+}
+
+static void cfg_line(struct cfg_parser *p, char *line)
+{
+    char *argv[MTLSLB_MAX_TOKENS];
+    const struct cfg_directive *d;
+    int argc = cfg_tokenize(p, line, argv);
+
+    if (argc <= 0)
+        return;
+    if (strcmp(argv[0], "global") == 0 || strcmp(argv[0], "listener") == 0 ||
+        strcmp(argv[0], "backend") == 0) {
+        cfg_section(p, argc, argv);
+        return;
+    }
+    d = bsearch(argv[0], cfg_table, sizeof cfg_table / sizeof cfg_table[0],
+                sizeof cfg_table[0], cfg_cmp);
+    if (!d) {
+        cfg_error(p, p->line, "unknown directive '%s'", argv[0]);
+        return;
+    }
+    if (p->sec == SEC_NONE) {
+        cfg_error(p, p->line, "'%s' must follow a global, listener or backend line", argv[0]);
+        return;
+    }
+    if (!(d->sections & p->sec)) {
+        cfg_error(p, p->line, "'%s' belongs in a %s section, not in %s", argv[0],
+                  cfg_section_name(d->sections), cfg_section_name(p->sec));
+        return;
+    }
+    if (d->fn == cfg_later) {
+        cfg_later(p, argc, argv);
+        return;
+    }
+    if (argc - 1 < d->min || argc - 1 > d->max) {
+        if (d->min == d->max)
+            cfg_error(p, p->line, "'%s' takes %d argument%s", argv[0], d->min,
+                      d->min == 1 ? "" : "s");
+        else
+            cfg_error(p, p->line, "'%s' takes %d to %d arguments", argv[0], d->min, d->max);
+        return;
+    }
+    d->fn(p, argc, argv);
+}
+
+/* Whole-model checks, once every line is read. */
+static void cfg_finish(struct cfg_parser *p)
+{
+    struct mtlslb_config *c = p->cfg;
+    size_t i, j;
+
+    for (i = 0; i < c->nlisteners; i++) {
+        struct mtlslb_listener *l = &c->listeners[i];
+        int found = 0;
+        if (l->mode == MTLSLB_MODE_HTTP)
+            cfg_error(p, l->mode_line ? l->mode_line : l->line,
+                      "listener %s: mode http%s is not supported yet; add 'mode tcp'", l->name,
+                      l->mode_line ? "" : " (the default)");
+        if (l->nbinds == 0)
+            cfg_error(p, l->line, "listener %s has no bind", l->name);
+        if (!l->cert.path)
+            cfg_error(p, l->line, "listener %s has no cert", l->name);
+        if (l->ncrls && !l->ca.path)
+            cfg_error(p, l->crls[0].line, "listener %s: crl needs a ca", l->name);
+        if (l->verify == MTLSLB_VERIFY_UNSET)
+            l->verify = l->ca.path ? MTLSLB_VERIFY_REQUIRED : MTLSLB_VERIFY_NONE;
+        else if (l->verify != MTLSLB_VERIFY_NONE && !l->ca.path)
+            cfg_error(p, l->line, "listener %s: verify %s needs a ca", l->name,
+                      l->verify == MTLSLB_VERIFY_REQUIRED ? "required" : "optional");
+        for (j = 0; j < l->nsnis; j++)
+            if (l->snis[j].ncrls && !l->snis[j].ca.path && !l->ca.path)
+                cfg_error(p, l->snis[j].line, "sni %s: crl needs a ca", l->snis[j].name);
+        if (!l->default_backend) {
+            cfg_error(p, l->line, "listener %s has no default-backend", l->name);
+            continue;
+        }
+        for (j = 0; j < c->nbackends; j++)
+            if (strcmp(c->backends[j].name, l->default_backend) == 0) {
+                l->backend = j;
+                found = 1;
+            }
+        if (!found)
+            cfg_error(p, l->default_backend_line, "undefined backend '%s'", l->default_backend);
+    }
+    for (i = 0; i < c->nbackends; i++)
+        if (c->backends[i].nservers == 0)
+            cfg_error(p, c->backends[i].line, "backend %s has no server", c->backends[i].name);
+    if (c->nlisteners == 0)
+        cfg_error(p, p->line, "no listener defined");
+}
+
+int mtlslb_config_parse_text(const char *name, const char *text, size_t len,
+                             struct mtlslb_config **out,
+                             mtlslb_report_fn *report, void *arg)
+{
+    struct cfg_parser p;
+    struct mtlslb_config *c;
+    char line[MTLSLB_MAX_LINE];
+    const char *slash;
+    size_t pos = 0;
+
+    *out = NULL;
+    memset(&p, 0, sizeof p);
+    p.file = name;
+    p.report = report;
+    p.arg = arg;
+    c = calloc(1, sizeof *c);
+    if (!c || !(c->file = xstrdup(name))) {
+        free(c);
+        cfg_error(&p, 0, "out of memory");
+        return 1;
+    }
+    p.cfg = c;
+    c->global.log_level = MTLSLB_LOG_INFO;
+    c->global.max_conns = 1024;
+    c->global.tmo_handshake = 10000;
+    c->global.tmo_connect = 3000;
+    c->global.tmo_idle = 60000;
+    c->global.tmo_request = 10000;
+    c->global.grace = 10000;
+    slash = strrchr(name, '/');
+    p.dir = slash ? malloc((size_t)(slash - name) + 1) : NULL;
+    if (p.dir) {
+        memcpy(p.dir, name, (size_t)(slash - name));
+        p.dir[slash - name] = 0;
+        if (slash == name)
+            strcpy(p.dir, "");       /* "/x.conf": paths join as "/path" */
+    }
+    while (pos < len) {
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t ll = nl ? (size_t)(nl - (text + pos)) : len - pos;
+        p.line++;
+        if (ll >= sizeof line)
+            cfg_error(&p, p.line, "line longer than %d bytes", MTLSLB_MAX_LINE - 1);
+        else if (memchr(text + pos, 0, ll))
+            cfg_error(&p, p.line, "NUL byte in line");
+        else {
+            memcpy(line, text + pos, ll);
+            line[ll] = 0;
+            cfg_line(&p, line);
+        }
+        pos += ll + 1;
+    }
+    cfg_finish(&p);
+    free(p.dir);
+    if (p.errors) {
+        mtlslb_config_free(c);
+        return p.errors;
+    }
+    *out = c;
+    return 0;
+}
+
+int mtlslb_config_parse(const char *path, struct mtlslb_config **out,
+                        mtlslb_report_fn *report, void *arg)
+{
+    char msg[1200];
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+
+    *out = NULL;
+    if (!f) {
+        snprintf(msg, sizeof msg, "%s:0: cannot open: %s", path, strerror(errno));
+        if (report)
+            report(arg, msg);
+        return 1;
+    }
+    for (;;) {
+        size_t n;
+        if (len == cap) {
+            char *nb;
+            if (cap >= (1u << 24))
+                break;
+            cap = cap ? cap * 2 : 8192;
+            nb = realloc(buf, cap);
+            if (!nb)
+                break;
+            buf = nb;
+        }
+        n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    rc = ferror(f) || !feof(f);
+    fclose(f);
+    if (rc) {
+        snprintf(msg, sizeof msg, "%s:0: cannot read (too large, or a read error)", path);
+        if (report)
+            report(arg, msg);
+        free(buf);
+        return 1;
+    }
+    rc = mtlslb_config_parse_text(path, buf ? buf : "", len, out, report, arg);
+    free(buf);
+    return rc;
+}
+
+static void cfg_free_crls(struct mtlslb_file *crls, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        free(crls[i].path);
+    free(crls);
+}
+
+void mtlslb_config_free(struct mtlslb_config *c)
+{
+    size_t i, j;
+
+    if (!c)
+        return;
+    for (i = 0; i < c->nlisteners; i++) {
+        struct mtlslb_listener *l = &c->listeners[i];
+        for (j = 0; j < l->nbinds; j++)
+            free(l->binds[j].text);
+        free(l->binds);
+        for (j = 0; j < l->nsnis; j++) {
+            struct mtlslb_sni *s = &l->snis[j];
+            free(s->name);
+            free(s->cert.path);
+            free(s->key.path);
+            free(s->ca.path);
+            cfg_free_crls(s->crls, s->ncrls);
+        }
+        free(l->snis);
+        free(l->name);
+        free(l->cert.path);
+        free(l->key.path);
+        free(l->ca.path);
+        cfg_free_crls(l->crls, l->ncrls);
+        free(l->ciphers);
+        free(l->default_backend);
+    }
+    free(c->listeners);
+    for (i = 0; i < c->nbackends; i++) {
+        struct mtlslb_backend *b = &c->backends[i];
+        for (j = 0; j < b->nservers; j++) {
+            free(b->servers[j].name);
+            free(b->servers[j].addr_text);
+        }
+        free(b->servers);
+        free(b->name);
+    }
+    free(c->backends);
+    free(c->file);
+    free(c);
+}
+
+/* ======================================================================
+ * TLS (contexts, SNI, CA/CRL, identity)
+ *
+ * One WOLFSSL_CTX for a listener's default certificate and one per sni
+ * line.  The servername callback moves a handshake to the sni context, whose
+ * client CA and CRLs then apply.  Handshake errors become one of a few
+ * reasons an operator can act on.
+ * ====================================================================== */
+
+#define TLS_DEFAULT_CIPHERS                                                     \
+    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:" \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+enum tls_reason {
+    R_NO_CERT, R_UNKNOWN_CA, R_EXPIRED, R_NOT_YET_VALID, R_REVOKED, R_CRL_EXPIRED,
+    R_CRL_MISSING, R_BAD_CERT, R_SNI, R_TIMEOUT, R_CLOSED, R_PROTOCOL, R_COUNT
+};
+
+static const char *const tls_reason_names[R_COUNT] = {
+    "no certificate", "unknown CA", "expired", "not yet valid", "revoked",
+    "CRL expired", "CRL missing", "bad certificate", "unknown SNI name",
+    "handshake timeout", "closed by client", "protocol error"
+};
+
+struct tls_crl {
+    const struct mtlslb_file *file;
+    time_t next_update;             /* 0 = not known */
+    int warned;                     /* the 24 h warning is out */
+    int expired_logged;
+};
+
+struct tls_ctx {
+    WOLFSSL_CTX *ctx;
+    const struct mtlslb_sni *sni;   /* NULL for the default certificate */
+    int verify;                     /* wolfSSL verify mode */
+    struct tls_crl *crls;
+    size_t ncrls;
+};
+
+struct tls_listener {
+    const struct mtlslb_listener *cfg;
+    struct tls_ctx def;
+    struct tls_ctx *sni;
+    size_t nsni;
+};
+
+struct tls_report {
+    mtlslb_report_fn *report;
+    void *arg;
+    const char *file;
+    int errors;
+};
+
+static void tls_error(struct tls_report *r, int line, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void tls_error(struct tls_report *r, int line, const char *fmt, ...)
+{
+    char msg[1200];
+    int n;
+    va_list ap;
+
+    n = snprintf(msg, sizeof msg, "%s:%d: ", r->file, line);
+    if (n < 0 || (size_t)n >= sizeof msg)
+        n = 0;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    r->errors++;
+    if (r->report)
+        r->report(r->arg, msg);
+}
+
+/* A file must exist and be readable before wolfSSL is asked to parse it, so
+ * the error says which of the two went wrong. */
+static int tls_readable(struct tls_report *r, const struct mtlslb_file *f, const char *what)
+{
+    FILE *fp = fopen(f->path, "r");
+
+    if (!fp) {
+        tls_error(r, f->line, "cannot open %s %s: %s", what, f->path, strerror(errno));
+        return -1;
+    }
+    fclose(fp);
+    return 0;
+}
+
+static int b64_val(int c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+static size_t b64_decode(const char *s, size_t len, uint8_t *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t i, n = 0;
+
+    for (i = 0; i < len; i++) {
+        int v = b64_val((unsigned char)s[i]);
+        if (v < 0)
+            continue;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return n;
+}
+
+/* One DER header: tag and content length; *pos moves to the content. */
+static int der_hdr(const uint8_t *d, size_t len, size_t *pos, uint8_t *tag, size_t *clen)
+{
+    size_t p = *pos, l;
+    unsigned nb;
+
+    if (p + 2 > len)
+        return -1;
+    *tag = d[p++];
+    l = d[p++];
+    if (l & 0x80) {
+        nb = l & 0x7f;
+        if (nb == 0 || nb > 4 || p + nb > len)
+            return -1;
+        for (l = 0; nb--; )
+            l = (l << 8) | d[p++];
+    }
+    if (l > len - p)
+        return -1;
+    *pos = p;
+    *clen = l;
+    return 0;
+}
+
+/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
+static long days_from_civil(long y, unsigned m, unsigned d)
+{
+    long era;
+    unsigned yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long)doe - 719468;
+}
+
+static int der_time(uint8_t tag, const uint8_t *s, size_t len, time_t *out)
+{
+    unsigned v[6], i, k = 0;
+    long year;
+
+    if (!((tag == 0x17 && len == 13) || (tag == 0x18 && len == 15)) || s[len - 1] != 'Z')
+        return -1;
+    for (i = 0; i < len - 1; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+    if (tag == 0x17) {
+        year = (s[0] - '0') * 10 + (s[1] - '0');
+        year += year < 50 ? 2000 : 1900;
+        k = 2;
+    } else {
+        year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+        k = 4;
+    }
+    for (i = 0; i < 5; i++, k += 2)
+        v[i] = (unsigned)((s[k] - '0') * 10 + (s[k + 1] - '0'));
+    if (v[0] < 1 || v[0] > 12 || v[1] < 1 || v[1] > 31)
+        return -1;
+    *out = (time_t)(days_from_civil(year, v[0], v[1]) * 86400L +
+                    (long)v[2] * 3600 + (long)v[3] * 60 + (long)v[4]);
+    return 0;
+}
+
+/* nextUpdate of one DER CRL (RFC 5280 5.1): 0 when absent. */
+static int crl_der_next(const uint8_t *d, size_t len, time_t *out)
+{
+    size_t pos = 0, l;
+    uint8_t tag;
+
+    *out = 0;
+    if (der_hdr(d, len, &pos, &tag, &l) < 0 || tag != 0x30)    /* CertificateList */
+        return -1;
+    if (der_hdr(d, len, &pos, &tag, &l) < 0 || tag != 0x30)    /* TBSCertList */
+        return -1;
+    len = pos + l;
+    if (der_hdr(d, len, &pos, &tag, &l) < 0)
+        return -1;
+    if (tag == 0x02) {                                          /* version */
+        pos += l;
+        if (der_hdr(d, len, &pos, &tag, &l) < 0)
+            return -1;
+    }
+    pos += l;                                                   /* signature */
+    if (der_hdr(d, len, &pos, &tag, &l) < 0 || tag != 0x30)    /* issuer */
+        return -1;
+    pos += l;
+    if (der_hdr(d, len, &pos, &tag, &l) < 0)                   /* thisUpdate */
+        return -1;
+    pos += l;
+    if (pos >= len || der_hdr(d, len, &pos, &tag, &l) < 0)
+        return 0;
+    if (tag != 0x17 && tag != 0x18)
+        return 0;
+    return der_time(tag, d + pos, l, out);
+}
+
+/*
+ * The earliest nextUpdate among the CRLs in a PEM (or DER) file.  wolfSSL
+ * 5.5 refuses to load an expired CRL with a parse error; reading the date
+ * here lets the log say "CRL expired" instead.
+ */
+static int crl_next_update(const char *path, time_t *out)
+{
+    static const char begin[] = "-----BEGIN X509 CRL-----";
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    uint8_t *der;
+    size_t len;
+    const char *p;
+    int found = 0;
+
+    *out = 0;
+    if (!f)
+        return -1;
+    buf = malloc(1u << 22);
+    der = malloc(1u << 22);
+    if (!buf || !der) {
+        free(buf);
+        free(der);
+        fclose(f);
+        return -1;
+    }
+    len = fread(buf, 1, (1u << 22) - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    if (len && (uint8_t)buf[0] == 0x30) {
+        found = crl_der_next((uint8_t *)buf, len, out) == 0;
+    } else {
+        for (p = strstr(buf, begin); p; p = strstr(p, begin)) {
+            const char *end = strstr(p, "-----END X509 CRL-----");
+            time_t t;
+            size_t n;
+            if (!end)
+                break;
+            p += sizeof begin - 1;
+            n = b64_decode(p, (size_t)(end - p), der);
+            if (crl_der_next(der, n, &t) == 0 && t && (!*out || t < *out))
+                *out = t;
+            found = 1;
+            p = end;
+        }
+    }
+    free(buf);
+    free(der);
+    return found ? 0 : -1;
+}
+
+static void tls_fmt_time(time_t t, char *out, size_t len)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
+
+static int tls_load_crls(struct tls_report *r, struct tls_ctx *t,
+                         const struct mtlslb_file *crls, size_t n)
+{
+    size_t i;
+    time_t now = time(NULL);
+    char when[64];
+
+    if (n == 0)
+        return 0;
+    t->crls = calloc(n, sizeof *t->crls);
+    if (!t->crls) {
+        tls_error(r, crls[0].line, "out of memory");
+        return -1;
+    }
+    t->ncrls = n;
+    if (wolfSSL_CTX_EnableCRL(t->ctx, WOLFSSL_CRL_CHECK) != WOLFSSL_SUCCESS) {
+        tls_error(r, crls[0].line, "cannot enable CRL checking");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        struct tls_crl *c = &t->crls[i];
+        c->file = &crls[i];
+        if (tls_readable(r, &crls[i], "CRL") < 0)
+            return -1;
+        crl_next_update(crls[i].path, &c->next_update);
+        if (c->next_update && c->next_update <= now) {
+            /* Not loaded: every client it covers now fails (fail closed). */
+            tls_fmt_time(c->next_update, when, sizeof when);
+            log_msg(MTLSLB_LOG_WARN, "%s:%d: CRL %s expired at %s: its clients are refused "
+                    "until a current CRL replaces it", r->file, crls[i].line, crls[i].path, when);
+            c->expired_logged = 1;
+            continue;
+        }
+        if (wolfSSL_CTX_LoadCRLFile(t->ctx, crls[i].path, WOLFSSL_FILETYPE_PEM) !=
+            WOLFSSL_SUCCESS) {
+            tls_error(r, crls[i].line, "cannot load CRL %s (not a PEM CRL, or not signed by the ca)",
+                      crls[i].path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int tls_ctx_build(struct tls_report *r, struct tls_ctx *t, const struct mtlslb_listener *l,
+                         const struct mtlslb_file *cert, const struct mtlslb_file *key,
+                         const struct mtlslb_file *ca, const struct mtlslb_file *crls,
+                         size_t ncrls, void *cb_arg)
+{
+    t->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+    if (!t->ctx) {
+        tls_error(r, cert->line, "cannot create a TLS context (out of memory)");
+        return -1;
+    }
+    if (wolfSSL_CTX_SetMinVersion(t->ctx, l->tls_min == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2)
+        != WOLFSSL_SUCCESS) {
+        tls_error(r, l->line, "this wolfSSL cannot set the minimum TLS version");
+        return -1;
+    }
+    if (wolfSSL_CTX_set_cipher_list(t->ctx, l->ciphers ? l->ciphers : TLS_DEFAULT_CIPHERS)
+        != WOLFSSL_SUCCESS) {
+        tls_error(r, l->ciphers ? l->ciphers_line : l->line,
+                  "no usable cipher in '%s'", l->ciphers ? l->ciphers : TLS_DEFAULT_CIPHERS);
+        return -1;
+    }
+    if (tls_readable(r, cert, "certificate") < 0 || tls_readable(r, key, "key") < 0)
+        return -1;
+    if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert->path) != WOLFSSL_SUCCESS) {
+        tls_error(r, cert->line, "cannot load certificate %s (not a PEM certificate chain)",
+                  cert->path);
+        return -1;
+    }
+    if (wolfSSL_CTX_use_PrivateKey_file(t->ctx, key->path, WOLFSSL_FILETYPE_PEM) !=
+        WOLFSSL_SUCCESS) {
+        tls_error(r, key->line, "cannot load key %s (not a PEM private key)", key->path);
+        return -1;
+    }
+    if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS) {
+        tls_error(r, key->line, "key %s does not match certificate %s", key->path, cert->path);
+        return -1;
+    }
+    if (ca && ca->path) {
+        if (tls_readable(r, ca, "ca") < 0)
+            return -1;
+        if (wolfSSL_CTX_load_verify_locations(t->ctx, ca->path, NULL) != WOLFSSL_SUCCESS) {
+            tls_error(r, ca->line, "cannot load ca %s (not PEM CA certificates)", ca->path);
+            return -1;
+        }
+    }
+    switch (l->verify) {
+    case MTLSLB_VERIFY_REQUIRED:
+        t->verify = WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        break;
+    case MTLSLB_VERIFY_OPTIONAL:
+        t->verify = WOLFSSL_VERIFY_PEER;
+        break;
+    default:
+        t->verify = WOLFSSL_VERIFY_NONE;
+        break;
+    }
+    if (!ca || !ca->path)
+        t->verify = WOLFSSL_VERIFY_NONE;
+    wolfSSL_CTX_set_verify(t->ctx, t->verify, NULL);
+    if (t->verify != WOLFSSL_VERIFY_NONE && tls_load_crls(r, t, crls, ncrls) < 0)
+        return -1;
+    wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
+    wolfSSL_CTX_set_servername_arg(t->ctx, cb_arg);
+    return 0;
+}
+
+static void tls_ctx_free(struct tls_ctx *t)
+{
+    if (t->ctx)
+        wolfSSL_CTX_free(t->ctx);
+    free(t->crls);
+    t->ctx = NULL;
+    t->crls = NULL;
+}
+
+static void tls_listener_free(struct tls_listener *t)
+{
+    size_t i;
+
+    tls_ctx_free(&t->def);
+    for (i = 0; i < t->nsni; i++)
+        tls_ctx_free(&t->sni[i]);
+    free(t->sni);
+    t->sni = NULL;
+    t->nsni = 0;
+}
+
+/* Build every context of a listener; errors go to the report. */
+static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listener *l,
+                              struct tls_report *r)
+{
+    size_t i;
+    int rc = 0;
+
+    memset(t, 0, sizeof *t);
+    t->cfg = l;
+    if (tls_ctx_build(r, &t->def, l, &l->cert, &l->key, &l->ca, l->crls, l->ncrls, t) < 0)
+        rc = -1;
+    t->sni = calloc(l->nsnis ? l->nsnis : 1, sizeof *t->sni);
+    if (!t->sni) {
+        tls_error(r, l->line, "out of memory");
+        return -1;
+    }
+    t->nsni = l->nsnis;
+    for (i = 0; i < l->nsnis; i++) {
+        const struct mtlslb_sni *s = &l->snis[i];
+        const struct mtlslb_file *ca = s->ca.path ? &s->ca : &l->ca;
+        /* An sni line's own ca or crl replaces the listener's; its own ca
+         * without a crl means no CRL (the listener's belongs to another CA). */
+        const struct mtlslb_file *crls = s->ncrls ? s->crls : s->ca.path ? NULL : l->crls;
+        size_t ncrls = s->ncrls ? s->ncrls : s->ca.path ? 0 : l->ncrls;
+        t->sni[i].sni = s;
+        if (tls_ctx_build(r, &t->sni[i], l, &s->cert, &s->key, ca, crls, ncrls, t) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+int mtlslb_sni_match(const char *pattern, const char *host)
+{
+    size_t hl = strlen(host);
+
+    if (hl && host[hl - 1] == '.')
+        hl--;                       /* a fully qualified "name." */
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        const char *dot = memchr(host, '.', hl);
+        size_t rest;
+        if (!dot || dot == host)
+            return 0;
+        rest = hl - (size_t)(dot - host);
+        return strlen(pattern + 1) == rest && strncasecmp(pattern + 1, dot, rest) == 0;
+    }
+    return strlen(pattern) == hl && strncasecmp(pattern, host, hl) == 0;
+}
+
+/* Exact names before wildcards. */
+static struct tls_ctx *tls_sni_find(struct tls_listener *t, const char *host)
+{
+    size_t i;
+    int pass;
+
+    for (pass = 0; pass < 2; pass++)
+        for (i = 0; i < t->nsni; i++) {
+            const char *pat = t->sni[i].sni->name;
+            if ((pat[0] == '*') == (pass == 1) && mtlslb_sni_match(pat, host))
+                return &t->sni[i];
+        }
+    return NULL;
+}
+
+/* Set by the servername callback, read when the handshake ends. */
+struct tls_hs_note {
+    int sni_refused;
+};
+
+static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
+{
+    struct tls_listener *t = arg;
+    struct tls_hs_note *note = wolfSSL_get_app_data(ssl);
+    const char *host = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
+    struct tls_ctx *x = host && *host ? tls_sni_find(t, host) : NULL;
+
+    if (x) {
+        if (!wolfSSL_set_SSL_CTX(ssl, x->ctx)) {
+            *ad = internal_error;
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        }
+        /* The verify mode does not follow the context switch. */
+        wolfSSL_set_verify(ssl, x->verify, NULL);
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (t->cfg->sni_strict) {
+        if (note)
+            note->sni_refused = 1;
+        *ad = unrecognized_name;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static struct tls_ctx *tls_ctx_of(struct tls_listener *t, WOLFSSL *ssl)
+{
+    WOLFSSL_CTX *ctx = wolfSSL_get_SSL_CTX(ssl);
+    size_t i;
+
+    for (i = 0; i < t->nsni; i++)
+        if (t->sni[i].ctx == ctx)
+            return &t->sni[i];
+    return &t->def;
+}
+
+static int tls_crl_expired(const struct tls_ctx *x, time_t now)
+{
+    size_t i;
+
+    for (i = 0; i < x->ncrls; i++)
+        if (x->crls[i].next_update && x->crls[i].next_update <= now)
+            return 1;
+    return 0;
+}
+
+/* Why a handshake failed, from wolfSSL's error and what we know of the CRLs. */
+static enum tls_reason tls_reason_of(struct tls_listener *t, WOLFSSL *ssl, int err)
+{
+    struct tls_ctx *x = tls_ctx_of(t, ssl);
+    int crl_old = tls_crl_expired(x, time(NULL));
+
+    switch (err) {
+    case NO_PEER_CERT:
+        return R_NO_CERT;
+    case ASN_NO_SIGNER_E:
+        return R_UNKNOWN_CA;
+    case ASN_AFTER_DATE_E:
+        return crl_old ? R_CRL_EXPIRED : R_EXPIRED;
+    case ASN_BEFORE_DATE_E:
+        return R_NOT_YET_VALID;
+    case CRL_CERT_REVOKED:
+        return R_REVOKED;
+    case CRL_MISSING:
+    case CRL_CERT_DATE_ERR:
+        return crl_old ? R_CRL_EXPIRED : R_CRL_MISSING;
+    case SOCKET_PEER_CLOSED_E:
+    case SOCKET_ERROR_E:
+        return R_CLOSED;
+    case VERIFY_CERT_ERROR:
+    case ASN_SIG_CONFIRM_E:
+        return R_BAD_CERT;
+    default:
+        return R_PROTOCOL;
+    }
+}
+
+/* The CRL dates, checked on a timer: a warning from 24 h before a CRL
+ * expires, an error once it has. */
+static void tls_crl_watch(struct tls_listener *t, time_t now)
+{
+    size_t i, k;
+    char when[64];
+
+    for (i = 0; i <= t->nsni; i++) {
+        struct tls_ctx *x = i < t->nsni ? &t->sni[i] : &t->def;
+        for (k = 0; k < x->ncrls; k++) {
+            struct tls_crl *c = &x->crls[k];
+            if (!c->next_update)
+                continue;
+            tls_fmt_time(c->next_update, when, sizeof when);
+            if (c->next_update <= now && !c->expired_logged) {
+                c->expired_logged = 1;
+                log_msg(MTLSLB_LOG_ERROR, "listener %s: CRL %s expired at %s: its clients are "
+                        "refused until a current CRL replaces it", t->cfg->name,
+                        c->file->path, when);
+            } else if (c->next_update > now && c->next_update - now <= 86400 && !c->warned) {
+                c->warned = 1;
+                log_msg(MTLSLB_LOG_WARN, "listener %s: CRL %s expires at %s; replace it before "
+                        "then or its clients will be refused", t->cfg->name, c->file->path, when);
+            }
+        }
+    }
+}
+
+/* ======================================================================
+ * upstreams (selection, health checks)
+ *
+ * Runtime state of each backend server beside its model entry.  Chooses a
+ * server for a connection; a server whose connect failed is skipped for
+ * MTLSLB_BACKOFF_MS.  Backup servers are chosen only when no other is.
+ * ====================================================================== */
+
+struct up_server {
+    const struct mtlslb_server *cfg;
+    const struct mtlslb_backend *be;
+    int cur;                        /* smooth weighted round-robin state */
+    unsigned active;
+    uint64_t total, fails, bytes_in, bytes_out;
+    uint64_t backoff_until;         /* monotonic ms */
+};
+
+struct up_backend {
+    const struct mtlslb_backend *cfg;
+    struct up_server *srv;
+    size_t n;
+    unsigned next;                  /* rotation start for leastconn ties */
+};
+
+/* level 0: primary, not backing off; 1: backup, not backing off;
+ * 2: primary regardless; 3: backup regardless (better a try than nothing). */
+static int up_eligible(const struct up_server *s, int level, uint64_t now)
+{
+    if (s->cfg->backup != (level & 1))
+        return 0;
+    return level >= 2 || s->backoff_until <= now;
+}
+
+/* nginx's smooth weighted round-robin: even spread, weights honoured. */
+static struct up_server *up_pick_rr(struct up_backend *b, int level, uint64_t now)
+{
+    struct up_server *best = NULL;
+    int total = 0;
+    size_t i;
+
+    for (i = 0; i < b->n; i++) {
+        struct up_server *s = &b->srv[i];
+        if (!up_eligible(s, level, now))
+            continue;
+        s->cur += (int)s->cfg->weight;
+        total += (int)s->cfg->weight;
+        if (!best || s->cur > best->cur)
+            best = s;
+    }
+    if (best)
+        best->cur -= total;
+    return best;
+}
+
+/* Fewest active connections relative to weight; ties rotate. */
+static struct up_server *up_pick_lc(struct up_backend *b, int level, uint64_t now)
+{
+    struct up_server *best = NULL;
+    size_t k;
+
+    for (k = 0; k < b->n; k++) {
+        struct up_server *s = &b->srv[(b->next + k) % b->n];
+        if (!up_eligible(s, level, now))
+            continue;
+        if (!best || (uint64_t)s->active * best->cfg->weight <
+                     (uint64_t)best->active * s->cfg->weight)
+            best = s;
+    }
+    if (best)
+        b->next = (unsigned)((best - b->srv + 1) % (long)b->n);
+    return best;
+}
+
+/* The client's address (not its port) hashed onto the weighted servers. */
+static struct up_server *up_pick_src(struct up_backend *b, int level, uint64_t now,
+                                     const struct sockaddr_storage *client)
+{
+    const uint8_t *a;
+    size_t al, i;
+    uint32_t h = 2166136261u, total = 0, pick;
+
+    if (client->ss_family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)(const void *)client)->sin_addr;
+        al = 4;
+    } else {
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)client)->sin6_addr;
+        al = 16;
+    }
+    for (i = 0; i < al; i++)
+        h = (h ^ a[i]) * 16777619u;
+    for (i = 0; i < b->n; i++)
+        if (up_eligible(&b->srv[i], level, now))
+            total += b->srv[i].cfg->weight;
+    if (total == 0)
+        return NULL;
+    pick = h % total;
+    for (i = 0; i < b->n; i++) {
+        if (!up_eligible(&b->srv[i], level, now))
+            continue;
+        if (pick < b->srv[i].cfg->weight)
+            return &b->srv[i];
+        pick -= b->srv[i].cfg->weight;
+    }
+    return NULL;
+}
+
+static struct up_server *up_pick(struct up_backend *b, const struct sockaddr_storage *client,
+                                 uint64_t now)
+{
+    struct up_server *s = NULL;
+    int level;
+
+    for (level = 0; level < 4 && !s; level++) {
+        switch (b->cfg->balance) {
+        case MTLSLB_BAL_LEASTCONN:
+            s = up_pick_lc(b, level, now);
+            break;
+        case MTLSLB_BAL_SOURCE:
+            s = up_pick_src(b, level, now, client);
+            break;
+        default:
+            s = up_pick_rr(b, level, now);
+            break;
+        }
+    }
+    return s;
+}
+
+static int up_init(struct up_backend *b, const struct mtlslb_backend *cfg)
+{
+    size_t i;
+
+    memset(b, 0, sizeof *b);
+    b->cfg = cfg;
+    b->srv = calloc(cfg->nservers, sizeof *b->srv);
+    if (!b->srv)
+        return -1;
+    b->n = cfg->nservers;
+    for (i = 0; i < b->n; i++) {
+        b->srv[i].cfg = &cfg->servers[i];
+        b->srv[i].be = cfg;
+    }
+    return 0;
+}
+
+/* ======================================================================
+ * connections (tcp relay, http proxy)
+ *
+ * A connection is two sides of one shape.  The client side speaks TLS, the
+ * server side plain TCP.  Bytes read from a side wait in that side's buffer
+ * until the other side takes them; a full buffer stops reading (POLLIN is
+ * dropped), which is the whole of back-pressure.  relay_pump() moves bytes
+ * both ways and is the only code that does.
+ * ====================================================================== */
+
+struct loop;
+struct mtlslb;
+
+/* Anything with a pollfd slot starts with this. */
+enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE };
+
+struct pollable {
+    int fd;
+    int slot;                       /* index in the pollfd array, -1 = none */
+    enum pollable_kind kind;
+};
+
+enum timer_kind { TM_CONN, TM_ACCEPT, TM_TICK, TM_GRACE };
+
+struct timer {
+    uint64_t when;
+    size_t idx;                     /* heap position + 1; 0 = not armed */
+    enum timer_kind kind;
+};
+
+struct buf {
+    uint8_t *data;                  /* MTLSLB_BUF_SIZE bytes once needed */
+    size_t off, len;
+};
+
+struct side {
+    struct pollable pl;
+    WOLFSSL *ssl;                   /* NULL = plain TCP */
+    struct buf buf;                 /* read from this side, for the other */
+    struct conn *conn;
+    size_t wpending;                /* TLS write to retry with this length */
+    unsigned eof : 1;               /* this side will send nothing more */
+    unsigned shut : 1;              /* we send this side nothing more */
+    unsigned shut_done : 1;         /* ... and told it so (close_notify/FIN) */
+    unsigned rd_want_wr : 1;        /* TLS read needs the socket writable */
+    unsigned wr_want_rd : 1;        /* TLS write needs the socket readable */
+};
+
+enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_RELAY };
+
+struct lst_fd {
+    struct pollable pl;
+    struct lst *ls;
+};
+
+/* A listener at run time. */
+struct lst {
+    const struct mtlslb_listener *cfg;
+    struct tls_listener tls;
+    struct up_backend *up;
+    struct lst_fd *fds;
+    size_t nfds;
+    uint64_t active, total, hs_fail[R_COUNT];
+};
+
+struct conn {
+    struct side cli, srv;
+    enum conn_state st;
+    struct lst *ls;
+    struct up_server *server;
+    struct mtlslb *S;
+    struct timer tm;
+    struct tls_hs_note note;
+    unsigned tries;                 /* connect attempts made */
+    uint64_t start;                 /* monotonic ms */
+    uint64_t bytes_in, bytes_out;   /* from the client, to the client */
+    struct sockaddr_storage caddr, laddr;
+    char peer[INET6_ADDRSTRLEN + 8];
+    char sni[256];
+    char cn[256];
+    int has_cert;
+    unsigned dead : 1;
+    unsigned established : 1;       /* handshake done: log a connection line */
+    struct conn *next, *prev;
+};
+
+/* ---- event loop interface used by connections (defined below) ---- */
+static int loop_add(struct loop *L, struct pollable *p, short events);
+static void loop_del(struct loop *L, struct pollable *p);
+static void loop_events(struct loop *L, const struct pollable *p, short events);
+static void timer_set(struct loop *L, struct timer *t, uint64_t when);
+static void timer_del(struct loop *L, struct timer *t);
+
+/* The one object that owns the running process. */
+struct mtlslb {
+    struct mtlslb_config *cfg;
+    struct loop *loop;
+    struct lst *ls;
+    size_t nls;
+    struct up_backend *ups;
+    size_t nups;
+    struct conn *conns, *dead;
+    unsigned active;                /* client connections open */
+    int paused_full;                /* accepting paused at max-conns */
+    int paused_fds;                 /* accepting paused by EMFILE/ENFILE */
+    int fd_warned;
+    struct timer accept_tm, tick_tm, grace_tm;
+    int stopping;
+    uint64_t now;
+};
+
+static void conn_accepting(struct mtlslb *S);
+
+static const char *side_name(const struct conn *c, const struct side *s)
+{
+    return s == &c->cli ? "client" : "server";
+}
+
+static void conn_log(struct conn *c, const char *end)
+{
+    const struct up_server *s = c->server;
+
+    log_msg(MTLSLB_LOG_INFO, "conn %s listener=%s sni=%s cn=%s backend=%s/%s bytes_in=%llu "
+            "bytes_out=%llu ms=%llu end=\"%s\"", c->peer, c->ls->cfg->name,
+            c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
+            c->ls->up->cfg->name, s ? s->cfg->name : "-",
+            (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
+            (unsigned long long)(c->S->now - c->start), end);
+}
+
+static void side_close(struct mtlslb *S, struct side *s)
+{
+    if (s->pl.slot >= 0)
+        loop_del(S->loop, &s->pl);
+    if (s->ssl) {
+        wolfSSL_free(s->ssl);
+        s->ssl = NULL;
+    }
+    if (s->pl.fd >= 0) {
+        close(s->pl.fd);
+        s->pl.fd = -1;
+    }
+}
+
+/* The single exit of a connection.  Memory is freed after the current loop
+ * iteration, so pointers the loop still holds stay valid. */
+static void conn_close(struct conn *c, const char *why)
+{
+    struct mtlslb *S = c->S;
+
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (c->established)
+        conn_log(c, why);
+    side_close(S, &c->cli);
+    side_close(S, &c->srv);
+    timer_del(S->loop, &c->tm);
+    if (c->server) {
+        c->server->active--;
+        c->server->bytes_in += c->bytes_in;
+        c->server->bytes_out += c->bytes_out;
+    }
+    c->ls->active--;
+    S->active--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        S->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = S->dead;
+    S->dead = c;
+    if (S->paused_full)
+        conn_accepting(S);
+}
+
+static void conn_free(struct conn *c)
+{
+    free(c->cli.buf.data);
+    free(c->srv.buf.data);
+    free(c);
+}
+
+static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
+{
+    c->ls->hs_fail[r]++;
+    log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
+            c->peer, c->ls->cfg->name, c->sni[0] ? c->sni : "-", tls_reason_names[r],
+            detail ? " detail=" : "", detail ? detail : "");
+    conn_close(c, tls_reason_names[r]);
+}
+
+/* ---- reading and writing one side ---- */
+
+enum io_status { IO_AGAIN, IO_EOF, IO_ERR };
+
+static const char *tls_err_text(int err, char *buf, size_t len)
+{
+    wolfSSL_ERR_error_string_n((unsigned long)err, buf, len);
+    return buf;
+}
+
+/* >0 bytes read; 0 with *st set otherwise. */
+static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st, int *err)
+{
+    s->rd_want_wr = 0;
+    if (s->ssl) {
+        int r = wolfSSL_read(s->ssl, p, (int)n);
+        if (r > 0)
+            return (size_t)r;
+        *err = wolfSSL_get_error(s->ssl, r);
+        switch (*err) {
+        case WOLFSSL_ERROR_WANT_READ:
+            *st = IO_AGAIN;
+            break;
+        case WOLFSSL_ERROR_WANT_WRITE:
+            s->rd_want_wr = 1;
+            *st = IO_AGAIN;
+            break;
+        case WOLFSSL_ERROR_ZERO_RETURN:
+        case SOCKET_PEER_CLOSED_E:
+            *st = IO_EOF;       /* close_notify, or a TCP FIN without one */
+            break;
+        default:
+            *st = IO_ERR;
+        }
+        return 0;
+    }
+    for (;;) {
+        ssize_t r = read(s->pl.fd, p, n);
+        if (r > 0)
+            return (size_t)r;
+        if (r == 0) {
+            *st = IO_EOF;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *st = IO_AGAIN;
+        } else {
+            *err = errno;
+            *st = IO_ERR;
+        }
+        return 0;
+    }
+}
+
+static size_t side_write(struct side *s, const uint8_t *p, size_t n, enum io_status *st, int *err)
+{
+    s->wr_want_rd = 0;
+    if (s->ssl) {
+        int r;
+        /* A write that wanted I/O is retried with the same length. */
+        if (s->wpending)
+            n = s->wpending;
+        r = wolfSSL_write(s->ssl, p, (int)n);
+        if (r > 0) {
+            s->wpending = 0;
+            return (size_t)r;
+        }
+        *err = wolfSSL_get_error(s->ssl, r);
+        if (*err == WOLFSSL_ERROR_WANT_WRITE || *err == WOLFSSL_ERROR_WANT_READ) {
+            s->wpending = n;
+            s->wr_want_rd = *err == WOLFSSL_ERROR_WANT_READ;
+            *st = IO_AGAIN;
+        } else {
+            *st = IO_ERR;
+        }
+        return 0;
+    }
+    for (;;) {
+        ssize_t r = send(s->pl.fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return (size_t)r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *st = IO_AGAIN;
+        } else {
+            *err = errno;
+            *st = IO_ERR;
+        }
+        return 0;
+    }
+}
+
+/* Tell a side it will get nothing more: close_notify for TLS, then FIN. */
+static void side_shut(struct side *s)
+{
+    if (s->ssl) {
+        int r = wolfSSL_shutdown(s->ssl);
+        if (r != WOLFSSL_SUCCESS && r != WOLFSSL_SHUTDOWN_NOT_DONE &&
+            wolfSSL_get_error(s->ssl, r) == WOLFSSL_ERROR_WANT_WRITE)
+            return;             /* retried when the socket is writable */
+    }
+    shutdown(s->pl.fd, SHUT_WR);
+    s->shut_done = 1;
+}
+
+static void side_fail(struct conn *c, struct side *s, enum io_status st, int err, int writing)
+{
+    char why[200], tmp[120];
+
+    (void)st;
+    if (s->ssl)
+        snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
+                 writing ? "write" : "read", tls_err_text(err, tmp, sizeof tmp));
+    else
+        snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
+                 writing ? "write" : "read", strerror(err));
+    conn_close(c, why);
+}
+
+/*
+ * Move bytes from one side to the other: read while there is room, write
+ * what is buffered, pass an end of stream on once the buffer is empty.
+ * Returns 1 if anything moved, 0 if nothing could, -1 if the connection
+ * was closed.
+ */
+static int relay_move(struct conn *c, struct side *from, struct side *to)
+{
+    struct buf *b = &from->buf;
+    enum io_status st = IO_AGAIN;
+    int err = 0, moved = 0;
+    size_t n;
+
+    if (!from->eof) {
+        if (!b->data && !(b->data = malloc(MTLSLB_BUF_SIZE))) {
+            conn_close(c, "out of memory");
+            return -1;
+        }
+        if (b->len == 0)
+            b->off = 0;
+        else if (b->off + b->len == MTLSLB_BUF_SIZE && b->off && !to->wpending) {
+            memmove(b->data, b->data + b->off, b->len);
+            b->off = 0;
+        }
+        if (b->off + b->len < MTLSLB_BUF_SIZE) {
+            n = side_read(from, b->data + b->off + b->len, MTLSLB_BUF_SIZE - b->off - b->len,
+                          &st, &err);
+            if (n > 0) {
+                b->len += n;
+                moved = 1;
+            } else if (st == IO_EOF) {
+                from->eof = 1;
+                moved = 1;
+            } else if (st == IO_ERR) {
+                side_fail(c, from, st, err, 0);
+                return -1;
+            }
+        }
+    }
+    if (b->len > 0 && !to->shut) {
+        n = side_write(to, b->data + b->off, b->len, &st, &err);
+        if (n > 0) {
+            b->off += n;
+            b->len -= n;
+            if (from == &c->cli)
+                c->bytes_in += n;
+            else
+                c->bytes_out += n;
+            moved = 1;
+        } else if (st == IO_ERR) {
+            side_fail(c, to, st, err, 1);
+            return -1;
+        }
+    }
+    if (from->eof && b->len == 0 && !to->shut) {
+        to->shut = 1;
+        moved = 1;
+    }
+    if (to->shut && !to->shut_done) {
+        side_shut(to);
+        if (to->shut_done)
+            moved = 1;
+    }
+    return moved;
+}
+
+static short side_interest(const struct side *s, const struct side *peer)
+{
+    short ev = 0;
+
+    if ((!s->eof && s->buf.len < MTLSLB_BUF_SIZE && !s->rd_want_wr) || s->wr_want_rd)
+        ev |= POLLIN;
+    if ((peer->buf.len > 0 && !s->shut && !s->wr_want_rd) || s->rd_want_wr ||
+        (s->shut && !s->shut_done))
+        ev |= POLLOUT;
+    return ev;
+}
+
+static void relay_pump(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+    int up, down, any = 0;
+
+    do {
+        up = relay_move(c, &c->cli, &c->srv);
+        if (up < 0)
+            return;
+        down = relay_move(c, &c->srv, &c->cli);
+        if (down < 0)
+            return;
+        any |= up | down;
+    } while (up || down);
+    if (c->cli.eof && c->srv.eof && c->cli.shut_done && c->srv.shut_done) {
+        conn_close(c, "done");
+        return;
+    }
+    if (any)
+        timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+    loop_events(S->loop, &c->cli.pl, side_interest(&c->cli, &c->srv));
+    loop_events(S->loop, &c->srv.pl, side_interest(&c->srv, &c->cli));
+}
+
+/* ---- PROXY protocol (haproxy's proxy-protocol.txt) ---- */
+
+static void proxy_put16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static size_t proxy_tlv(uint8_t *p, uint8_t type, const void *v, size_t len)
+{
+    p[0] = type;
+    proxy_put16(p + 1, (unsigned)len);
+    memcpy(p + 3, v, len);
+    return 3 + len;
+}
+
+int mtlslb_proxy_header(int version, const struct sockaddr *src, const struct sockaddr *dst,
+                        const struct mtlslb_tls_info *tls, uint8_t *out, size_t cap)
+{
+    static const uint8_t sig[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A,
+                                     0x51, 0x55, 0x49, 0x54, 0x0A };
+    int fam = src->sa_family == dst->sa_family ? src->sa_family : AF_UNSPEC;
+    uint8_t tmp[MTLSLB_PROXY_MAX], *p = tmp, *ssl_len;
+    size_t n;
+
+    if (fam != AF_INET && fam != AF_INET6)
+        fam = AF_UNSPEC;
+    if (version == 1) {
+        char s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];
+        int w;
+        if (fam == AF_INET) {
+            const struct sockaddr_in *a = (const void *)src, *b = (const void *)dst;
+            inet_ntop(AF_INET, &a->sin_addr, s, sizeof s);
+            inet_ntop(AF_INET, &b->sin_addr, d, sizeof d);
+            w = snprintf((char *)tmp, sizeof tmp, "PROXY TCP4 %s %s %u %u\r\n", s, d,
+                         ntohs(a->sin_port), ntohs(b->sin_port));
+        } else if (fam == AF_INET6) {
+            const struct sockaddr_in6 *a = (const void *)src, *b = (const void *)dst;
+            inet_ntop(AF_INET6, &a->sin6_addr, s, sizeof s);
+            inet_ntop(AF_INET6, &b->sin6_addr, d, sizeof d);
+            w = snprintf((char *)tmp, sizeof tmp, "PROXY TCP6 %s %s %u %u\r\n", s, d,
+                         ntohs(a->sin6_port), ntohs(b->sin6_port));
+        } else {
+            w = snprintf((char *)tmp, sizeof tmp, "PROXY UNKNOWN\r\n");
+        }
+        if (w < 0 || (size_t)w > cap)
+            return -1;
+        memcpy(out, tmp, (size_t)w);
+        return w;
+    }
+    if (version != 2)
+        return -1;
+    memcpy(p, sig, sizeof sig);
+    p += sizeof sig;
+    *p++ = fam == AF_UNSPEC ? 0x20 : 0x21;          /* v2, LOCAL or PROXY */
+    *p++ = fam == AF_INET ? 0x11 : fam == AF_INET6 ? 0x21 : 0x00;
+    p += 2;                                         /* length, below */
+    if (fam == AF_INET) {
+        const struct sockaddr_in *a = (const void *)src, *b = (const void *)dst;
+        memcpy(p, &a->sin_addr, 4);
+        memcpy(p + 4, &b->sin_addr, 4);
+        memcpy(p + 8, &a->sin_port, 2);
+        memcpy(p + 10, &b->sin_port, 2);
+        p += 12;
+    } else if (fam == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)src, *b = (const void *)dst;
+        memcpy(p, &a->sin6_addr, 16);
+        memcpy(p + 16, &b->sin6_addr, 16);
+        memcpy(p + 32, &a->sin6_port, 2);
+        memcpy(p + 34, &b->sin6_port, 2);
+        p += 36;
+    }
+    if (tls && tls->sni) {
+        n = strlen(tls->sni);
+        if (n > 255)
+            return -1;
+        p += proxy_tlv(p, 0x02, tls->sni, n);       /* PP2_TYPE_AUTHORITY */
+    }
+    if (tls && tls->version) {
+        size_t vl = strlen(tls->version), cl = tls->cn ? strlen(tls->cn) : 0,
+               pl = tls->cipher ? strlen(tls->cipher) : 0;
+        if (vl > 64 || cl > 255 || pl > 64)
+            return -1;
+        *p++ = 0x20;                                /* PP2_TYPE_SSL */
+        ssl_len = p;
+        p += 2;
+        *p++ = (uint8_t)(0x01 | (tls->has_cert ? 0x06 : 0)); /* CLIENT_SSL|CERT_CONN|CERT_SESS */
+        *p++ = (uint8_t)(tls->verify >> 24);
+        *p++ = (uint8_t)(tls->verify >> 16);
+        *p++ = (uint8_t)(tls->verify >> 8);
+        *p++ = (uint8_t)tls->verify;
+        p += proxy_tlv(p, 0x21, tls->version, vl);  /* PP2_SUBTYPE_SSL_VERSION */
+        if (cl)
+            p += proxy_tlv(p, 0x22, tls->cn, cl);   /* PP2_SUBTYPE_SSL_CN */
+        if (pl)
+            p += proxy_tlv(p, 0x23, tls->cipher, pl); /* PP2_SUBTYPE_SSL_CIPHER */
+        proxy_put16(ssl_len, (unsigned)(p - ssl_len - 2));
+    }
+    n = (size_t)(p - tmp);
+    proxy_put16(tmp + 14, (unsigned)(n - 16));
+    if (n > cap)
+        return -1;
+    memcpy(out, tmp, n);
+    return (int)n;
+}
+
+/* ---- connecting to a server ---- */
+
+static void conn_connect(struct conn *c);
+
+static void conn_connect_failed(struct conn *c, int err)
+{
+    struct mtlslb *S = c->S;
+    struct up_server *s = c->server;
+
+    s->fails++;
+    s->backoff_until = S->now + MTLSLB_BACKOFF_MS;
+    log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): connect failed: %s", s->be->name,
+            s->cfg->name, s->cfg->addr_text, strerror(err));
+    side_close(S, &c->srv);
+    s->active--;
+    c->server = NULL;
+    if (c->tries > c->ls->up->cfg->retries) {
+        conn_close(c, "no server reachable");
+        return;
+    }
+    conn_connect(c);
+}
+
+static void conn_connected(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+
+    c->st = CONN_RELAY;
+    timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+    relay_pump(c);
+}
+
+static void conn_connect(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+    struct up_server *s = up_pick(c->ls->up, &c->caddr, S->now);
+    const struct mtlslb_server *sc = s->cfg;
+    int fd, one = 1;
+
+    c->tries++;
+    c->server = s;
+    s->active++;
+    s->total++;
+    c->srv.pl.fd = fd = socket(sc->addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0) {
+        int e = errno;
+        conn_close(c, e == EMFILE || e == ENFILE ? "out of file descriptors" : "socket failed");
+        return;
+    }
+    if (fd_nonblock(fd) < 0) {
+        conn_close(c, "fcntl failed");
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (loop_add(S->loop, &c->srv.pl, POLLOUT) < 0) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    if (connect(fd, (const struct sockaddr *)&sc->addr, sc->addrlen) == 0) {
+        conn_connected(c);
+        return;
+    }
+    if (errno != EINPROGRESS && errno != EINTR) {
+        conn_connect_failed(c, errno);
+        return;
+    }
+    c->st = CONN_CONNECTING;
+    loop_events(S->loop, &c->cli.pl, 0);
+    timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_connect);
+}
+
+static void conn_connect_event(struct conn *c)
+{
+    int err = 0;
+    socklen_t l = sizeof err;
+
+    if (getsockopt(c->srv.pl.fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+        err = errno;
+    if (err == EINPROGRESS || err == EALREADY)
+        return;
+    if (err) {
+        conn_connect_failed(c, err);
+        return;
+    }
+    conn_connected(c);
+}
+
+/* ---- the handshake ---- */
+
+static void conn_identity(struct conn *c)
+{
+    WOLFSSL *ssl = c->cli.ssl;
+    const char *sni = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
+    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(ssl);
+    char cn[256];
+
+    if (sni)
+        str_clean(c->sni, sizeof c->sni, sni);
+    if (x) {
+        WOLFSSL_X509_NAME *name = wolfSSL_X509_get_subject_name(x);
+        c->has_cert = 1;
+        if (name && wolfSSL_X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof cn) > 0)
+            str_clean(c->cn, sizeof c->cn, cn);
+        wolfSSL_X509_free(x);
+    }
+}
+
+static void conn_handshake_done(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+    const struct mtlslb_listener *l = c->ls->cfg;
+
+    conn_identity(c);
+    if (l->sni_strict && tls_ctx_of(&c->ls->tls, c->cli.ssl) == &c->ls->tls.def) {
+        /* No SNI at all: the servername callback never ran. */
+        conn_hs_fail(c, R_SNI, NULL);
+        return;
+    }
+    c->established = 1;
+    log_msg(MTLSLB_LOG_DEBUG, "handshake ok %s listener=%s sni=%s cn=%s %s %s", c->peer,
+            l->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
+            wolfSSL_get_version(c->cli.ssl), wolfSSL_get_cipher(c->cli.ssl));
+    if (l->send_proxy) {
+        struct mtlslb_tls_info ti;
+        int n;
+        memset(&ti, 0, sizeof ti);
+        ti.version = wolfSSL_get_version(c->cli.ssl);
+        ti.cipher = wolfSSL_get_cipher(c->cli.ssl);
+        ti.cn = c->cn[0] ? c->cn : NULL;
+        ti.sni = c->sni[0] ? c->sni : NULL;
+        ti.has_cert = c->has_cert;
+        ti.verify = 0;
+        if (!(c->cli.buf.data = malloc(MTLSLB_BUF_SIZE))) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        n = mtlslb_proxy_header(l->send_proxy, (struct sockaddr *)&c->caddr,
+                                (struct sockaddr *)&c->laddr, &ti, c->cli.buf.data,
+                                MTLSLB_BUF_SIZE);
+        if (n < 0) {
+            conn_close(c, "cannot build the PROXY header");
+            return;
+        }
+        c->cli.buf.len = (size_t)n;
+    }
+    (void)S;
+    conn_connect(c);
+}
+
+static void conn_handshake(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+    int r = wolfSSL_accept(c->cli.ssl), err;
+    char detail[160], tmp[120];
+
+    if (r == WOLFSSL_SUCCESS) {
+        conn_handshake_done(c);
+        return;
+    }
+    err = wolfSSL_get_error(c->cli.ssl, r);
+    if (err == WOLFSSL_ERROR_WANT_READ) {
+        loop_events(S->loop, &c->cli.pl, POLLIN);
+        return;
+    }
+    if (err == WOLFSSL_ERROR_WANT_WRITE) {
+        loop_events(S->loop, &c->cli.pl, POLLOUT);
+        return;
+    }
+    snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
+    if (c->note.sni_refused)
+        conn_hs_fail(c, R_SNI, detail);
+    else
+        conn_hs_fail(c, tls_reason_of(&c->ls->tls, c->cli.ssl, err), detail);
+}
+
+static void conn_timeout(struct conn *c)
+{
+    switch (c->st) {
+    case CONN_HANDSHAKE:
+        conn_hs_fail(c, R_TIMEOUT, NULL);
+        break;
+    case CONN_CONNECTING:
+        conn_connect_failed(c, ETIMEDOUT);
+        break;
+    case CONN_RELAY:
+        conn_close(c, "idle timeout");
+        break;
+    }
+}
+
+static void conn_event(struct side *s, short revents)
+{
+    struct conn *c = s->conn;
+
+    (void)revents;
+    if (c->dead)
+        return;
+    switch (c->st) {
+    case CONN_HANDSHAKE:
+        conn_handshake(c);
+        break;
+    case CONN_CONNECTING:
+        if (s == &c->srv)
+            conn_connect_event(c);
+        break;
+    case CONN_RELAY:
+        relay_pump(c);
+        break;
+    }
+}
+
+static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
+                             const struct sockaddr_storage *ss)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    socklen_t sl = sizeof c->laddr;
+    int one = 1;
+
+    if (!c)
+        return NULL;
+    c->S = S;
+    c->ls = ls;
+    c->start = S->now;
+    c->cli.conn = c->srv.conn = c;
+    c->cli.pl.kind = c->srv.pl.kind = PK_SIDE;
+    c->cli.pl.slot = c->srv.pl.slot = -1;
+    c->cli.pl.fd = fd;
+    c->srv.pl.fd = -1;
+    c->caddr = *ss;
+    addr_unmap(&c->caddr);
+    addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);
+    if (getsockname(fd, (struct sockaddr *)&c->laddr, &sl) == 0)
+        addr_unmap(&c->laddr);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->cli.ssl = wolfSSL_new(ls->tls.def.ctx);
+    if (!c->cli.ssl || wolfSSL_set_fd(c->cli.ssl, fd) != WOLFSSL_SUCCESS ||
+        loop_add(S->loop, &c->cli.pl, POLLIN) < 0) {
+        if (c->cli.ssl)
+            wolfSSL_free(c->cli.ssl);
+        free(c);
+        return NULL;
+    }
+    wolfSSL_set_app_data(c->cli.ssl, &c->note);
+    c->tm.kind = TM_CONN;
+    timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_handshake);
+    c->next = S->conns;
+    if (S->conns)
+        S->conns->prev = c;
+    S->conns = c;
+    S->active++;
+    ls->active++;
+    ls->total++;
+    return c;
+}
+
+/* Turn listening sockets on or off in the poll set. */
+static void conn_listen_events(struct mtlslb *S, short ev)
+{
+    size_t i, j;
+
+    for (i = 0; i < S->nls; i++)
+        for (j = 0; j < S->ls[i].nfds; j++)
+            if (S->ls[i].fds[j].pl.slot >= 0)
+                loop_events(S->loop, &S->ls[i].fds[j].pl, ev);
+}
+
+/* Resume accepting if nothing holds it back. */
+static void conn_accepting(struct mtlslb *S)
+{
+    if (S->stopping)
+        return;
+    S->paused_full = S->active >= S->cfg->global.max_conns;
+    conn_listen_events(S, (S->paused_full || S->paused_fds) ? 0 : POLLIN);
+}
+
+static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
+{
+    int budget = 64;
+
+    while (budget-- > 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd;
+
+        if (S->active >= S->cfg->global.max_conns) {
+            conn_accepting(S);
+            return;
+        }
+        fd = accept(lf->pl.fd, (struct sockaddr *)&ss, &sl);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                if (!S->fd_warned)
+                    log_msg(MTLSLB_LOG_WARN, "accept: %s: pausing accepts for 100 ms "
+                            "(logged once until accepting recovers)", strerror(errno));
+                S->fd_warned = 1;
+                S->paused_fds = 1;
+                conn_accepting(S);
+                timer_set(S->loop, &S->accept_tm, S->now + 100);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_msg(MTLSLB_LOG_WARN, "accept on %s: %s", lf->ls->cfg->name, strerror(errno));
+            }
+            return;
+        }
+        S->fd_warned = 0;
+        if (fd_nonblock(fd) < 0 || !conn_new(S, lf->ls, fd, &ss)) {
+            log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot set up a connection: %s",
+                    lf->ls->cfg->name, strerror(errno));
+            close(fd);
+        }
+    }
+}
+
+/* ======================================================================
+ * stats
+ *
+ * The counters the loop keeps, written to the log on SIGUSR1.
+ * ====================================================================== */
+
+static void stats_log(struct mtlslb *S)
+{
+    size_t i, j;
+    char fails[512];
+
+    for (i = 0; i < S->nls; i++) {
+        struct lst *l = &S->ls[i];
+        size_t off = 0;
+        fails[0] = 0;
+        for (j = 0; j < R_COUNT; j++)
+            if (l->hs_fail[j] && off < sizeof fails)
+                off += (size_t)snprintf(fails + off, sizeof fails - off, " \"%s\"=%llu",
+                                        tls_reason_names[j], (unsigned long long)l->hs_fail[j]);
+        log_msg(MTLSLB_LOG_INFO, "stats listener=%s active=%llu total=%llu handshake_failures:%s",
+                l->cfg->name, (unsigned long long)l->active, (unsigned long long)l->total,
+                fails[0] ? fails : " none");
+    }
+    for (i = 0; i < S->nups; i++)
+        for (j = 0; j < S->ups[i].n; j++) {
+            struct up_server *s = &S->ups[i].srv[j];
+            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s active=%u total=%llu "
+                    "connect_failures=%llu bytes_in=%llu bytes_out=%llu", s->be->name,
+                    s->cfg->name, s->active, (unsigned long long)s->total,
+                    (unsigned long long)s->fails, (unsigned long long)s->bytes_in,
+                    (unsigned long long)s->bytes_out);
+        }
+}
+
+/* ======================================================================
+ * event loop
+ *
+ * poll() over a flat pollfd array.  Every pollable object keeps its slot
+ * index, so changing interest is O(1); removal moves the last slot into the
+ * hole.  Timers live in a binary min-heap, so the next deadline is its root
+ * and idle connections cost nothing per iteration.  Closing is deferred: a
+ * connection closed during dispatch is freed after the iteration.
+ * ====================================================================== */
+
+struct loop {
+    struct pollfd *pfd;
+    struct pollable **own;
+    size_t n, cap;
+    struct timer **heap;
+    size_t nheap, capheap;
+};
+
+static int loop_add(struct loop *L, struct pollable *p, short events)
+{
+    if (L->n == L->cap) {
+        size_t nc = L->cap ? L->cap * 2 : 64;
+        struct pollfd *np = realloc(L->pfd, nc * sizeof *np);
+        struct pollable **no;
+        if (!np)
+            return -1;
+        L->pfd = np;
+        no = realloc(L->own, nc * sizeof *no);
+        if (!no)
+            return -1;
+        L->own = no;
+        L->cap = nc;
+    }
+    L->pfd[L->n].fd = p->fd;
+    L->pfd[L->n].events = events;
+    L->pfd[L->n].revents = 0;
+    L->own[L->n] = p;
+    p->slot = (int)L->n++;
+    return 0;
+}
+
+static void loop_del(struct loop *L, struct pollable *p)
+{
+    size_t i = (size_t)p->slot;
+
+    if (p->slot < 0)
+        return;
+    L->n--;
+    if (i != L->n) {
+        L->pfd[i] = L->pfd[L->n];
+        L->own[i] = L->own[L->n];
+        L->own[i]->slot = (int)i;
+    }
+    p->slot = -1;
+}
+
+static void loop_events(struct loop *L, const struct pollable *p, short events)
+{
+    if (p->slot >= 0)
+        L->pfd[p->slot].events = events;
+}
+
+static void heap_swap(struct loop *L, size_t a, size_t b)
+{
+    struct timer *t = L->heap[a];
+
+    L->heap[a] = L->heap[b];
+    L->heap[b] = t;
+    L->heap[a]->idx = a + 1;
+    L->heap[b]->idx = b + 1;
+}
+
+static void heap_fix(struct loop *L, size_t i)
+{
+    while (i > 0 && L->heap[(i - 1) / 2]->when > L->heap[i]->when) {
+        heap_swap(L, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < L->nheap && L->heap[l]->when < L->heap[m]->when)
+            m = l;
+        if (r < L->nheap && L->heap[r]->when < L->heap[m]->when)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(L, i, m);
+        i = m;
+    }
+}
+
+static void timer_del(struct loop *L, struct timer *t)
+{
+    size_t i;
+
+    if (!t->idx)
+        return;
+    i = t->idx - 1;
+    t->idx = 0;
+    L->nheap--;
+    if (i != L->nheap) {
+        L->heap[i] = L->heap[L->nheap];
+        L->heap[i]->idx = i + 1;
+        heap_fix(L, i);
+    }
+}
+
+/* Never fails: the heap is grown ahead, one entry per possible timer. */
+static void timer_set(struct loop *L, struct timer *t, uint64_t when)
+{
+    t->when = when;
+    if (t->idx) {
+        heap_fix(L, t->idx - 1);
+        return;
+    }
+    L->heap[L->nheap] = t;
+    t->idx = ++L->nheap;
+    heap_fix(L, L->nheap - 1);
+}
+
+/* Room for every timer that can exist: one per connection (at most
+ * max-conns) plus the few of the process, reserved once at start. */
+static int loop_reserve_timers(struct loop *L, size_t n)
+{
+    struct timer **nh;
+
+    if (n <= L->capheap)
+        return 0;
+    nh = realloc(L->heap, n * sizeof *nh);
+    if (!nh)
+        return -1;
+    L->heap = nh;
+    L->capheap = n;
+    return 0;
+}
+
+/* The self-pipe: a handler only writes the signal's number, the loop reads
+ * it like any other event. */
+static int sig_pipe[2] = { -1, -1 };
+
+static void loop_on_signal(int sig)
+{
+    int e = errno;
+    unsigned char b = (unsigned char)sig;
+
+    (void)!write(sig_pipe[1], &b, 1);
+    errno = e;
+}
+
+static void loop_stop(struct mtlslb *S)
+{
+    size_t i, j;
+
+    if (S->stopping)
+        return;
+    S->stopping = 1;
+    for (i = 0; i < S->nls; i++)
+        for (j = 0; j < S->ls[i].nfds; j++) {
+            struct lst_fd *lf = &S->ls[i].fds[j];
+            loop_del(S->loop, &lf->pl);
+            close(lf->pl.fd);
+            lf->pl.fd = -1;
+        }
+    log_msg(MTLSLB_LOG_INFO, "stopping: listeners closed, %u connection%s open, grace %u ms",
+            S->active, S->active == 1 ? "" : "s", S->cfg->global.grace);
+    timer_set(S->loop, &S->grace_tm, S->now + S->cfg->global.grace);
+}
+
+static void loop_signals(struct mtlslb *S)
+{
+    unsigned char b[64];
+    ssize_t n, i;
+
+    while ((n = read(sig_pipe[0], b, sizeof b)) > 0)
+        for (i = 0; i < n; i++) {
+            if (b[i] == SIGTERM || b[i] == SIGINT)
+                loop_stop(S);
+            else if (b[i] == SIGHUP)
+                log_msg(MTLSLB_LOG_WARN, "SIGHUP: reload is not supported yet; the running "
+                        "configuration is unchanged");
+            else if (b[i] == SIGUSR1)
+                stats_log(S);
+        }
+}
+
+static void loop_timer(struct mtlslb *S, struct timer *t)
+{
+    size_t i;
+
+    switch (t->kind) {
+    case TM_CONN:
+        conn_timeout((struct conn *)(void *)((char *)t - offsetof(struct conn, tm)));
+        break;
+    case TM_ACCEPT:
+        S->paused_fds = 0;
+        conn_accepting(S);
+        break;
+    case TM_TICK:
+        for (i = 0; i < S->nls; i++)
+            tls_crl_watch(&S->ls[i].tls, time(NULL));
+        timer_set(S->loop, t, S->now + 10000);
+        break;
+    case TM_GRACE:
+        while (S->conns)
+            conn_close(S->conns, "stopped (grace period over)");
+        break;
+    }
+}
+
+static void loop_dispatch(struct mtlslb *S, struct pollable *p, short revents)
+{
+    switch (p->kind) {
+    case PK_LISTEN:
+        conn_accept(S, (struct lst_fd *)(void *)p);
+        break;
+    case PK_SIGNAL:
+        loop_signals(S);
+        break;
+    case PK_SIDE:
+        conn_event((struct side *)(void *)p, revents);
+        break;
+    }
+}
+
+static int loop_run(struct mtlslb *S)
+{
+    struct loop *L = S->loop;
+
+    for (;;) {
+        int timeout = -1, n;
+        size_t i;
+
+        if (S->stopping && S->active == 0)
+            return 0;
+        if (L->nheap) {
+            uint64_t when = L->heap[0]->when;
+            S->now = now_ms();
+            timeout = when <= S->now ? 0 : when - S->now > 60000 ? 60000 : (int)(when - S->now);
+        }
+        n = poll(L->pfd, (nfds_t)L->n, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_msg(MTLSLB_LOG_ERROR, "poll: %s", strerror(errno));
+            return 2;
+        }
+        S->now = now_ms();
+        for (i = 0; n > 0 && i < L->n; i++) {
+            short re = L->pfd[i].revents;
+            if (!re)
+                continue;
+            L->pfd[i].revents = 0;
+            loop_dispatch(S, L->own[i], re);
+        }
+        while (L->nheap && L->heap[0]->when <= S->now) {
+            struct timer *t = L->heap[0];
+            timer_del(L, t);
+            loop_timer(S, t);
+        }
+        while (S->dead) {
+            struct conn *c = S->dead;
+            S->dead = c->next;
+            conn_free(c);
+        }
+    }
+}
+
+/* ======================================================================
+ * main & signals
+ * ====================================================================== */
+
+static void main_report(void *arg, const char *msg)
+{
+    (void)arg;
+    fprintf(stderr, "%s\n", msg);
+}
+
+static int main_bind(struct lst_fd *lf, const struct mtlslb_bind *b)
+{
+    int fd, one = 1;
+
+    fd = socket(b->addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    lf->pl.fd = fd;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (b->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (fd_nonblock(fd) < 0 || bind(fd, (const struct sockaddr *)&b->addr, b->addrlen) < 0 ||
+        listen(fd, 511) < 0)
+        return -1;
+    return 0;
+}
+
+/* Load every file the configuration names; errors go to the report. */
+static int main_build(struct mtlslb *S, mtlslb_report_fn *report)
+{
+    struct tls_report r;
+    size_t i;
+
+    memset(&r, 0, sizeof r);
+    r.report = report;
+    r.file = S->cfg->file;
+    S->nls = S->cfg->nlisteners;
+    S->nups = S->cfg->nbackends;
+    S->ls = calloc(S->nls, sizeof *S->ls);
+    S->ups = calloc(S->nups, sizeof *S->ups);
+    if (!S->ls || !S->ups) {
+        fprintf(stderr, "out of memory\n");
+        return -1;
+    }
+    for (i = 0; i < S->nups; i++)
+        if (up_init(&S->ups[i], &S->cfg->backends[i]) < 0) {
+            fprintf(stderr, "out of memory\n");
+            return -1;
+        }
+    for (i = 0; i < S->nls; i++) {
+        S->ls[i].cfg = &S->cfg->listeners[i];
+        S->ls[i].up = &S->ups[S->cfg->listeners[i].backend];
+        tls_listener_build(&S->ls[i].tls, &S->cfg->listeners[i], &r);
+    }
+    return r.errors ? -1 : 0;
+}
+
+static void main_free(struct mtlslb *S)
+{
+    size_t i;
+
+    for (i = 0; i < S->nls; i++) {
+        tls_listener_free(&S->ls[i].tls);
+        free(S->ls[i].fds);
+    }
+    free(S->ls);
+    for (i = 0; i < S->nups; i++)
+        free(S->ups[i].srv);
+    free(S->ups);
+    mtlslb_config_free(S->cfg);
+}
+
+static int main_listen(struct mtlslb *S)
+{
+    size_t i, j;
+
+    for (i = 0; i < S->nls; i++) {
+        struct lst *l = &S->ls[i];
+        l->fds = calloc(l->cfg->nbinds, sizeof *l->fds);
+        if (!l->fds)
+            return -1;
+        for (j = 0; j < l->cfg->nbinds; j++) {
+            struct lst_fd *lf = &l->fds[j];
+            lf->pl.kind = PK_LISTEN;
+            lf->pl.slot = -1;
+            lf->ls = l;
+            l->nfds++;
+            if (main_bind(lf, &l->cfg->binds[j]) < 0 || loop_add(S->loop, &lf->pl, POLLIN) < 0) {
+                log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", l->cfg->name,
+                        l->cfg->binds[j].text, strerror(errno));
+                return -1;
+            }
+            log_msg(MTLSLB_LOG_INFO, "listener %s: listening on %s (tcp mode, backend %s)",
+                    l->cfg->name, l->cfg->binds[j].text, l->up->cfg->name);
+        }
+    }
+    return 0;
+}
+
+static int main_signals(struct loop *L, struct pollable *sp)
+{
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+    struct sigaction sa;
+    size_t i;
+
+    if (pipe(sig_pipe) < 0 || fd_nonblock(sig_pipe[0]) < 0 || fd_nonblock(sig_pipe[1]) < 0)
+        return -1;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = loop_on_signal;
+    sa.sa_flags = SA_RESTART;
+    for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        if (sigaction(sigs[i], &sa, NULL) < 0)
+            return -1;
+    sp->fd = sig_pipe[0];
+    sp->kind = PK_SIGNAL;
+    return loop_add(L, sp, POLLIN);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mtlslb [-c FILE] [-t] [-V] [-h]\n"
+               "  -c FILE  configuration file (default /etc/mtlslb.conf)\n"
+               "  -t       check the configuration and every file it names, then exit\n"
+               "  -V       print the version and exit\n"
+               "  -h       print this help and exit\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = "/etc/mtlslb.conf";
+    int check = 0, i, rc;
+    struct mtlslb S;
+    struct loop L;
+    struct pollable sigp;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            file = argv[++i];
+        } else if (strcmp(argv[i], "-t") == 0) {
+            check = 1;
+        } else if (strcmp(argv[i], "-V") == 0) {
+            printf("mtlslb %s (wolfSSL %s)\n", MTLSLB_VERSION, wolfSSL_lib_version());
+            return 0;
+        } else if (strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 1;
+        }
+    }
+    memset(&S, 0, sizeof S);
+    memset(&L, 0, sizeof L);
+    memset(&sigp, 0, sizeof sigp);
+    S.loop = &L;
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
+        fprintf(stderr, "mtlslb: cannot initialise wolfSSL\n");
+        return 2;
+    }
+    if (mtlslb_config_parse(file, &S.cfg, main_report, NULL) != 0)
+        return 1;
+    log_level = S.cfg->global.log_level;
+    if (main_build(&S, main_report) < 0) {
+        main_free(&S);
+        return 1;
+    }
+    if (check) {
+        printf("configuration OK\n");
+        main_free(&S);
+        wolfSSL_Cleanup();
+        return 0;
+    }
+    S.accept_tm.kind = TM_ACCEPT;
+    S.tick_tm.kind = TM_TICK;
+    S.grace_tm.kind = TM_GRACE;
+    S.now = now_ms();
+    if (loop_reserve_timers(&L, S.cfg->global.max_conns + 8) < 0 || main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
+        log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
+        main_free(&S);
+        return 2;
+    }
+    for (i = 0; (size_t)i < S.nls; i++)
+        tls_crl_watch(&S.ls[i].tls, time(NULL));
+    timer_set(&L, &S.tick_tm, S.now + 10000);
+    log_msg(MTLSLB_LOG_INFO, "mtlslb %s (wolfSSL %s) started, pid %ld", MTLSLB_VERSION,
+            wolfSSL_lib_version(), (long)getpid());
+    rc = loop_run(&S);
+    if (rc == 0)
+        log_msg(MTLSLB_LOG_INFO, "stopped");
+    main_free(&S);
+    free(L.pfd);
+    free(L.own);
+    free(L.heap);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    wolfSSL_Cleanup();
+    return rc;
+}

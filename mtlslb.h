@@ -1,0 +1,165 @@
+/*
+ * mtlslb.h - the public face of mtlslb: version, limits, the configuration
+ * model, and the few entry points a test harness or a fuzzer calls.
+ *
+ * The configuration model is plain data.  mtlslb_config_parse() builds it
+ * completely; after that everything only reads it.  Runtime state (sockets,
+ * TLS contexts, counters) lives in mtlslb.c and points into the model, so a
+ * reload can build a second model beside the first and swap a pointer.
+ */
+#ifndef MTLSLB_H
+#define MTLSLB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define MTLSLB_VERSION "0.1.0"
+
+/* Limits. */
+#define MTLSLB_MAX_TOKENS    32     /* tokens on one configuration line */
+#define MTLSLB_MAX_LINE      4096   /* bytes in one configuration line */
+#define MTLSLB_BUF_SIZE      16384  /* relay buffer per direction */
+#define MTLSLB_MAX_NAME      64     /* listener, backend and server names */
+#define MTLSLB_PROXY_MAX     536    /* largest PROXY header we ever write */
+#define MTLSLB_BACKOFF_MS    2000   /* a server whose connect failed is skipped */
+
+enum mtlslb_level { MTLSLB_LOG_ERROR, MTLSLB_LOG_WARN, MTLSLB_LOG_INFO, MTLSLB_LOG_DEBUG };
+enum mtlslb_mode { MTLSLB_MODE_HTTP, MTLSLB_MODE_TCP };
+enum mtlslb_verify { MTLSLB_VERIFY_UNSET, MTLSLB_VERIFY_NONE, MTLSLB_VERIFY_OPTIONAL,
+                     MTLSLB_VERIFY_REQUIRED };
+enum mtlslb_balance { MTLSLB_BAL_ROUNDROBIN, MTLSLB_BAL_LEASTCONN, MTLSLB_BAL_SOURCE };
+
+/* A path named in the configuration, with the line that named it. */
+struct mtlslb_file {
+    char *path;                     /* already joined with the config's directory */
+    int line;
+};
+
+struct mtlslb_global {
+    enum mtlslb_level log_level;
+    unsigned max_conns;
+    unsigned tmo_handshake;         /* all durations in milliseconds */
+    unsigned tmo_connect;
+    unsigned tmo_idle;
+    unsigned tmo_request;
+    unsigned grace;
+};
+
+struct mtlslb_bind {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *text;                     /* as written, for logs */
+    int line;
+};
+
+/* One `sni` line: a name (exact, or "*.rest" for one label) and its own
+ * certificate, optionally its own client CA and CRLs. */
+struct mtlslb_sni {
+    char *name;                     /* lower-cased */
+    struct mtlslb_file cert, key, ca;   /* ca.path NULL = the listener's */
+    struct mtlslb_file *crls;
+    size_t ncrls;
+    int line;
+};
+
+struct mtlslb_listener {
+    char *name;
+    int line;
+    struct mtlslb_bind *binds;
+    size_t nbinds;
+    enum mtlslb_mode mode;
+    int mode_line;
+    struct mtlslb_file cert, key, ca;
+    struct mtlslb_file *crls;
+    size_t ncrls;
+    enum mtlslb_verify verify;
+    int tls_min;                    /* 12 or 13 */
+    char *ciphers;                  /* NULL = ECDHE + AEAD default */
+    int ciphers_line;
+    struct mtlslb_sni *snis;
+    size_t nsnis;
+    int sni_strict;
+    char *default_backend;
+    int default_backend_line;
+    size_t backend;                 /* index into config->backends, resolved */
+    int send_proxy;                 /* 0, 1 or 2 */
+};
+
+struct mtlslb_server {
+    char *name;
+    char *addr_text;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    unsigned weight;
+    int backup;
+    int line;
+};
+
+struct mtlslb_backend {
+    char *name;
+    int line;
+    enum mtlslb_balance balance;
+    struct mtlslb_server *servers;
+    size_t nservers;
+    unsigned retries;
+};
+
+struct mtlslb_config {
+    char *file;                     /* the file it was read from */
+    struct mtlslb_global global;
+    struct mtlslb_listener *listeners;
+    size_t nlisteners;
+    struct mtlslb_backend *backends;
+    size_t nbackends;
+};
+
+/* Receives each error as "FILE:LINE: message" (no newline). */
+typedef void mtlslb_report_fn(void *arg, const char *msg);
+
+/*
+ * Parse a configuration.  Every error found is passed to report; the result
+ * is the number of errors (0 = *out holds a complete model, which the caller
+ * frees with mtlslb_config_free; otherwise *out is NULL).  Only the syntax and
+ * the names are checked here; files are loaded by the TLS layer.
+ * mtlslb_config_parse_text() parses a buffer as if it were the file `name`
+ * (relative paths are then relative to name's directory); fuzzers use it.
+ */
+int mtlslb_config_parse(const char *path, struct mtlslb_config **out,
+                        mtlslb_report_fn *report, void *arg);
+int mtlslb_config_parse_text(const char *name, const char *text, size_t len,
+                             struct mtlslb_config **out,
+                             mtlslb_report_fn *report, void *arg);
+void mtlslb_config_free(struct mtlslb_config *cfg);
+
+/* Parse a duration ("250ms", "10s", "2m", "1h", bare number = seconds) into
+ * milliseconds.  Returns 0, or -1 if malformed or above one day. */
+int mtlslb_parse_duration(const char *s, unsigned *ms);
+
+/* What a PROXY v2 header says about the client's TLS session. */
+struct mtlslb_tls_info {
+    const char *version;            /* "TLSv1.3"; NULL = no TLS TLV at all */
+    const char *cipher;             /* may be NULL */
+    const char *cn;                 /* client certificate CN; NULL = none */
+    const char *sni;                /* SNI the client sent; NULL = none */
+    int has_cert;                   /* a certificate was presented and verified */
+    uint32_t verify;                /* 0 = verified */
+};
+
+/*
+ * Write a PROXY protocol header (version 1 or 2) for a connection from src
+ * to dst into out.  Returns its length, or -1 if the addresses are not both
+ * IPv4 or both IPv6 (v1 then writes "PROXY UNKNOWN"), or cap is too small.
+ */
+int mtlslb_proxy_header(int version, const struct sockaddr *src,
+                        const struct sockaddr *dst,
+                        const struct mtlslb_tls_info *tls,
+                        uint8_t *out, size_t cap);
+
+/*
+ * Does an SNI pattern match a host name?  Exact names compare
+ * case-insensitively; "*.example.org" matches exactly one extra label.
+ */
+int mtlslb_sni_match(const char *pattern, const char *host);
+
+#endif
