@@ -20,6 +20,10 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
+#include <wolfssl/openssl/ec.h>
+#include <wolfssl/openssl/evp.h>
+#include <wolfssl/openssl/pem.h>
+#include <wolfssl/openssl/rsa.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1478,6 +1482,73 @@ static void tls_fmt_time(time_t t, char *out, size_t len)
 
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
 
+static int tls_same_ec(WOLFSSL_EVP_PKEY *a, WOLFSSL_EVP_PKEY *b)
+{
+    WOLFSSL_EC_KEY *x = wolfSSL_EVP_PKEY_get1_EC_KEY(a), *y = wolfSSL_EVP_PKEY_get1_EC_KEY(b);
+    int same = 0;
+
+    if (x && y) {
+        const WOLFSSL_EC_GROUP *g = wolfSSL_EC_KEY_get0_group(x);
+        const WOLFSSL_EC_POINT *p = wolfSSL_EC_KEY_get0_public_key(x);
+        const WOLFSSL_EC_POINT *q = wolfSSL_EC_KEY_get0_public_key(y);
+        same = g && p && q && wolfSSL_EC_POINT_cmp(g, p, q, NULL) == 0;
+    }
+    if (x)
+        wolfSSL_EC_KEY_free(x);
+    if (y)
+        wolfSSL_EC_KEY_free(y);
+    return same;
+}
+
+static int tls_same_rsa(WOLFSSL_EVP_PKEY *a, WOLFSSL_EVP_PKEY *b)
+{
+    WOLFSSL_RSA *x = wolfSSL_EVP_PKEY_get1_RSA(a), *y = wolfSSL_EVP_PKEY_get1_RSA(b);
+    const WOLFSSL_BIGNUM *n1 = NULL, *n2 = NULL, *e1 = NULL, *e2 = NULL;
+    int same = 0;
+
+    if (x && y) {
+        wolfSSL_RSA_get0_key(x, &n1, &e1, NULL);
+        wolfSSL_RSA_get0_key(y, &n2, &e2, NULL);
+        same = n1 && n2 && e1 && e2 && wolfSSL_BN_cmp(n1, n2) == 0 && wolfSSL_BN_cmp(e1, e2) == 0;
+    }
+    if (x)
+        wolfSSL_RSA_free(x);
+    if (y)
+        wolfSSL_RSA_free(y);
+    return same;
+}
+
+/*
+ * Does the private key belong to the certificate?  wolfSSL 5.5's
+ * wolfSSL_CTX_check_private_key() accepts any EC key of the right curve
+ * (seen here), so the public halves are compared directly.
+ */
+static int tls_key_matches(const char *cert, const char *key)
+{
+    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_file(cert, WOLFSSL_FILETYPE_PEM);
+    WOLFSSL_EVP_PKEY *pub = x ? wolfSSL_X509_get_pubkey(x) : NULL, *priv = NULL;
+    WOLFSSL_BIO *b = wolfSSL_BIO_new_file(key, "r");
+    int same = 0;
+
+    if (b)
+        priv = wolfSSL_PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    if (pub && priv && wolfSSL_EVP_PKEY_base_id(pub) == wolfSSL_EVP_PKEY_base_id(priv)) {
+        if (wolfSSL_EVP_PKEY_base_id(pub) == EVP_PKEY_EC)
+            same = tls_same_ec(pub, priv);
+        else if (wolfSSL_EVP_PKEY_base_id(pub) == EVP_PKEY_RSA)
+            same = tls_same_rsa(pub, priv);
+    }
+    if (priv)
+        wolfSSL_EVP_PKEY_free(priv);
+    if (pub)
+        wolfSSL_EVP_PKEY_free(pub);
+    if (b)
+        wolfSSL_BIO_free(b);
+    if (x)
+        wolfSSL_X509_free(x);
+    return same;
+}
+
 static int tls_load_crls(struct tls_report *r, struct tls_ctx *t,
                          const struct mtlslb_file *crls, size_t n)
 {
@@ -1554,7 +1625,8 @@ static int tls_ctx_build(struct tls_report *r, struct tls_ctx *t, const struct m
         tls_error(r, key->line, "cannot load key %s (not a PEM private key)", key->path);
         return -1;
     }
-    if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS) {
+    if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS ||
+        !tls_key_matches(cert->path, key->path)) {
         tls_error(r, key->line, "key %s does not match certificate %s", key->path, cert->path);
         return -1;
     }
@@ -2112,6 +2184,10 @@ static void conn_free(struct conn *c)
 
 static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
 {
+    const char *sni = c->cli.ssl ? wolfSSL_get_servername(c->cli.ssl, WOLFSSL_SNI_HOST_NAME) : NULL;
+
+    if (sni && !c->sni[0])
+        str_clean(c->sni, sizeof c->sni, sni);
     c->ls->hs_fail[r]++;
     log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
             c->peer, c->ls->cfg->name, c->sni[0] ? c->sni : "-", tls_reason_names[r],
@@ -2560,8 +2636,9 @@ static void conn_handshake_done(struct conn *c)
     const struct mtlslb_listener *l = c->ls->cfg;
 
     conn_identity(c);
-    if (l->sni_strict && tls_ctx_of(&c->ls->tls, c->cli.ssl) == &c->ls->tls.def) {
-        /* No SNI at all: the servername callback never ran. */
+    if (l->sni_strict && (!c->sni[0] || !tls_sni_find(&c->ls->tls, c->sni))) {
+        /* The servername callback refuses these; a resumed session may
+         * not pass through it. */
         conn_hs_fail(c, R_SNI, NULL);
         return;
     }
