@@ -13,7 +13,11 @@ STRIP ?= $(CROSS_COMPILE)strip
 PKG_CONFIG ?= pkg-config
 PREFIX ?= /usr/local
 DESTDIR ?=
+ifeq ($(SAN),1)
+BIN ?= mtlslb-san
+else
 BIN ?= mtlslb
+endif
 
 ifneq ($(WOLFSSL_PREFIX),)
 WOLFSSL_CFLAGS := -I$(WOLFSSL_PREFIX)/include
@@ -43,7 +47,7 @@ static: mtlslb.c mtlslb.h
 		$(WOLFSSL_LIBS) -lm
 
 test: $(BIN)
-	./test.sh
+	MTLSLB_BIN=$(BIN) ./test.sh
 
 demo:
 	tests/demo.sh
@@ -58,4 +62,4 @@ install: $(BIN)
 	install -m 644 sample.conf $(DESTDIR)$(PREFIX)/share/mtlslb/sample.conf
 
 clean:
-	rm -rf mtlslb mtlslb-static *.o demo
+	rm -rf mtlslb mtlslb-san mtlslb-static *.o demo

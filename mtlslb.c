@@ -3221,6 +3221,7 @@ static int main_listen(struct mtlslb *S)
         for (j = 0; j < l->cfg->nbinds; j++) {
             struct lst_fd *lf = &l->fds[j];
             lf->pl.kind = PK_LISTEN;
+            lf->pl.fd = -1;
             lf->pl.slot = -1;
             lf->ls = l;
             l->nfds++;
@@ -3234,6 +3235,18 @@ static int main_listen(struct mtlslb *S)
         }
     }
     return 0;
+}
+
+static void main_close_listeners(struct mtlslb *S)
+{
+    size_t i, j;
+
+    for (i = 0; i < S->nls; i++)
+        for (j = 0; j < S->ls[i].nfds; j++)
+            if (S->ls[i].fds[j].pl.fd >= 0) {
+                close(S->ls[i].fds[j].pl.fd);
+                S->ls[i].fds[j].pl.fd = -1;
+            }
 }
 
 static int main_signals(struct loop *L, struct pollable *sp)
@@ -3316,25 +3329,29 @@ int main(int argc, char **argv)
     S.tick_tm.kind = TM_TICK;
     S.grace_tm.kind = TM_GRACE;
     S.now = now_ms();
-    if (loop_reserve_timers(&L, S.cfg->global.max_conns + 8) < 0 || main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
+    if (loop_reserve_timers(&L, S.cfg->global.max_conns + 8) < 0 ||
+        main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
-        main_free(&S);
-        return 2;
+        rc = 2;
+    } else {
+        for (i = 0; (size_t)i < S.nls; i++)
+            tls_crl_watch(&S.ls[i].tls, time(NULL));
+        timer_set(&L, &S.tick_tm, S.now + 10000);
+        log_msg(MTLSLB_LOG_INFO, "mtlslb %s (wolfSSL %s) started, pid %ld", MTLSLB_VERSION,
+                wolfSSL_lib_version(), (long)getpid());
+        rc = loop_run(&S);
+        if (rc == 0)
+            log_msg(MTLSLB_LOG_INFO, "stopped");
     }
-    for (i = 0; (size_t)i < S.nls; i++)
-        tls_crl_watch(&S.ls[i].tls, time(NULL));
-    timer_set(&L, &S.tick_tm, S.now + 10000);
-    log_msg(MTLSLB_LOG_INFO, "mtlslb %s (wolfSSL %s) started, pid %ld", MTLSLB_VERSION,
-            wolfSSL_lib_version(), (long)getpid());
-    rc = loop_run(&S);
-    if (rc == 0)
-        log_msg(MTLSLB_LOG_INFO, "stopped");
+    main_close_listeners(&S);
     main_free(&S);
     free(L.pfd);
     free(L.own);
     free(L.heap);
-    close(sig_pipe[0]);
-    close(sig_pipe[1]);
+    if (sig_pipe[0] >= 0) {
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+    }
     wolfSSL_Cleanup();
     return rc;
 }

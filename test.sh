@@ -599,13 +599,13 @@ t_sigterm_status() {
     stop_lb
     [ "$LB_RC" = 0 ] && pass "SIGTERM: exit status 0" || fail "exit status" "got $LB_RC"
     conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/st2.conf"
-    "$BIN" -c "$W/st.conf" 2>/dev/null & local p1=$!
+    "$BIN" -c "$W/st.conf" 2>"$W/lb.first.log" & local p1=$!
     sleep 0.5
-    "$BIN" -c "$W/st2.conf" 2>"$W/bind.err"; rc=$?
+    "$BIN" -c "$W/st2.conf" 2>"$W/lb.bind.log"; rc=$?
     kill -TERM $p1; wait $p1
-    [ $rc = 2 ] && grep -q "cannot bind" "$W/bind.err" && pass "a port already in use: exit status 2" ||
-        fail "bind failure" "rc=$rc $(cat "$W/bind.err")"
-    "$BIN" -c "$W/nonexistent.conf" 2>/dev/null; rc=$?
+    [ $rc = 2 ] && grep -q "cannot bind" "$W/lb.bind.log" && pass "a port already in use: exit status 2" ||
+        fail "bind failure" "rc=$rc $(cat "$W/lb.bind.log")"
+    "$BIN" -c "$W/nonexistent.conf" 2>"$W/lb.missing.log"; rc=$?
     [ $rc = 1 ] && pass "a missing configuration: exit status 1" || fail "missing config" "rc=$rc"
 }
 
