@@ -46,10 +46,15 @@ static: mtlslb.c mtlslb.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WOLFSSL_CFLAGS) -static -o $(BIN) mtlslb.c $(LDFLAGS) \
 		$(WOLFSSL_LIBS) -lm
 
-test: $(BIN)
+# Both install what is missing first (Debian/Ubuntu, tests/deps.sh).
+test:
+	sh tests/deps.sh
+	$(MAKE) $(BIN)
 	MTLSLB_BIN=$(BIN) ./test.sh
 
 demo:
+	sh tests/deps.sh
+	$(MAKE) $(BIN)
 	tests/demo.sh
 
 bench:

@@ -2182,6 +2182,23 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
+/*
+ * Before closing a refused client, read what it already sent: closing a
+ * socket with unread bytes sends a RST, which can overtake the TLS alert
+ * wolfSSL just wrote and leave the client without the reason.
+ */
+static void conn_linger(struct conn *c)
+{
+    uint8_t junk[4096];
+    int i;
+
+    if (c->cli.pl.fd < 0)
+        return;
+    shutdown(c->cli.pl.fd, SHUT_WR);
+    for (i = 0; i < 16 && recv(c->cli.pl.fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
+        ;
+}
+
 static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
 {
     const char *sni = c->cli.ssl ? wolfSSL_get_servername(c->cli.ssl, WOLFSSL_SNI_HOST_NAME) : NULL;
@@ -2189,6 +2206,7 @@ static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
     if (sni && !c->sni[0])
         str_clean(c->sni, sizeof c->sni, sni);
     c->ls->hs_fail[r]++;
+    conn_linger(c);
     log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
             c->peer, c->ls->cfg->name, c->sni[0] ? c->sni : "-", tls_reason_names[r],
             detail ? " detail=" : "", detail ? detail : "");
