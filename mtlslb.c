@@ -2103,13 +2103,19 @@ struct mtlslb {
     unsigned active;                /* client connections open */
     int paused_full;                /* accepting paused at max-conns */
     int paused_fds;                 /* accepting paused by EMFILE/ENFILE */
-    int fd_warned;
+    int fd_warned;                  /* a warning went out at fd_warned_at */
+    uint64_t fd_warned_at;
+    unsigned long fd_suppressed;    /* pauses since, not logged */
+    int spare_fd;                   /* held back for wolfSSL (conn_spare_*) */
+    int next_fd;                    /* the next client's server-side socket */
     struct timer accept_tm, tick_tm, grace_tm;
     int stopping;
     uint64_t now;
 };
 
 static void conn_accepting(struct mtlslb *S);
+static void conn_spare_release(struct mtlslb *S);
+static int conn_spare_take(struct mtlslb *S);
 
 static const char *side_name(const struct conn *c, const struct side *s)
 {
@@ -2584,7 +2590,13 @@ static void conn_connect(struct conn *c)
     c->server = s;
     s->active++;
     s->total++;
-    c->srv.pl.fd = fd = socket(sc->addr.ss_family, SOCK_STREAM, 0);
+    if (c->srv.pl.fd >= 0 && sc->addr.ss_family != AF_INET) {
+        close(c->srv.pl.fd);            /* reserved as IPv4 at accept */
+        c->srv.pl.fd = -1;
+    }
+    if (c->srv.pl.fd < 0)
+        c->srv.pl.fd = socket(sc->addr.ss_family, SOCK_STREAM, 0);
+    fd = c->srv.pl.fd;
     if (fd < 0) {
         int e = errno;
         conn_close(c, e == EMFILE || e == ENFILE ? "out of file descriptors" : "socket failed");
@@ -2653,7 +2665,6 @@ static void conn_handshake_done(struct conn *c)
     struct mtlslb *S = c->S;
     const struct mtlslb_listener *l = c->ls->cfg;
 
-    conn_identity(c);
     if (l->sni_strict && (!c->sni[0] || !tls_sni_find(&c->ls->tls, c->sni))) {
         /* The servername callback refuses these; a resumed session may
          * not pass through it. */
@@ -2694,13 +2705,18 @@ static void conn_handshake_done(struct conn *c)
 static void conn_handshake(struct conn *c)
 {
     struct mtlslb *S = c->S;
-    int r = wolfSSL_accept(c->cli.ssl), err;
+    int r, err;
     char detail[160], tmp[120];
 
+    conn_spare_release(S);
+    r = wolfSSL_accept(c->cli.ssl);
     if (r == WOLFSSL_SUCCESS) {
+        conn_identity(c);
+        conn_spare_take(S);
         conn_handshake_done(c);
         return;
     }
+    conn_spare_take(S);
     err = wolfSSL_get_error(c->cli.ssl, r);
     if (err == WOLFSSL_ERROR_WANT_READ) {
         loop_events(S->loop, &c->cli.pl, POLLIN);
@@ -2753,6 +2769,40 @@ static void conn_event(struct side *s, short revents)
     }
 }
 
+/*
+ * Descriptors held in reserve, so that running out shows at accept time,
+ * where accepting pauses, and never halfway through a connection:
+ * - next_fd is the server-side socket of the next client, so a connection
+ *   holds both its descriptors from the moment it is accepted;
+ * - spare_fd is released around each call into wolfSSL that may seed an RNG
+ *   (wolfSSL_new, the handshake, reading the peer certificate): wolfSSL opens
+ *   /dev/urandom for a moment then, and at the limit that fails, sometimes
+ *   silently (the peer certificate then reads as absent).  Taking it back
+ *   afterwards cannot fail: nothing else opened a descriptor in between.
+ */
+static void conn_spare_release(struct mtlslb *S)
+{
+    if (S->spare_fd >= 0) {
+        close(S->spare_fd);
+        S->spare_fd = -1;
+    }
+}
+
+static void conn_out_of_fds(struct mtlslb *S, int err);
+
+static int conn_spare_take(struct mtlslb *S)
+{
+    if (S->spare_fd < 0 && (S->spare_fd = socket(AF_INET, SOCK_STREAM, 0)) < 0) {
+        conn_out_of_fds(S, errno);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Set up an accepted client, with the server-side socket held in reserve
+ * for it (S->next_fd).  Returns NULL with errno set on failure.
+ */
 static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
                              const struct sockaddr_storage *ss)
 {
@@ -2769,21 +2819,28 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->cli.pl.kind = c->srv.pl.kind = PK_SIDE;
     c->cli.pl.slot = c->srv.pl.slot = -1;
     c->cli.pl.fd = fd;
-    c->srv.pl.fd = -1;
+    c->srv.pl.fd = S->next_fd;
+    S->next_fd = -1;
+    conn_spare_release(S);
+    c->cli.ssl = wolfSSL_new(ls->tls.def.ctx);
+    conn_spare_take(S);
+    if (!c->cli.ssl || wolfSSL_set_fd(c->cli.ssl, fd) != WOLFSSL_SUCCESS ||
+        loop_add(S->loop, &c->cli.pl, POLLIN) < 0) {
+        int e = ENOMEM;
+        if (c->cli.ssl)
+            wolfSSL_free(c->cli.ssl);
+        if (c->srv.pl.fd >= 0)
+            close(c->srv.pl.fd);
+        free(c);
+        errno = e;
+        return NULL;
+    }
     c->caddr = *ss;
     addr_unmap(&c->caddr);
     addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);
     if (getsockname(fd, (struct sockaddr *)&c->laddr, &sl) == 0)
         addr_unmap(&c->laddr);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->cli.ssl = wolfSSL_new(ls->tls.def.ctx);
-    if (!c->cli.ssl || wolfSSL_set_fd(c->cli.ssl, fd) != WOLFSSL_SUCCESS ||
-        loop_add(S->loop, &c->cli.pl, POLLIN) < 0) {
-        if (c->cli.ssl)
-            wolfSSL_free(c->cli.ssl);
-        free(c);
-        return NULL;
-    }
     wolfSSL_set_app_data(c->cli.ssl, &c->note);
     c->tm.kind = TM_CONN;
     timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_handshake);
@@ -2817,6 +2874,31 @@ static void conn_accepting(struct mtlslb *S)
     conn_listen_events(S, (S->paused_full || S->paused_fds) ? 0 : POLLIN);
 }
 
+/*
+ * No file descriptor for a new connection: stop accepting for 100 ms at a
+ * time (the clients wait in the listen queue) and warn at most once a minute.
+ */
+static void conn_out_of_fds(struct mtlslb *S, int err)
+{
+    if (err != EMFILE && err != ENFILE) {
+        log_msg(MTLSLB_LOG_ERROR, "cannot open a descriptor: %s", strerror(err));
+        err = EMFILE;
+    }
+    S->paused_fds = 1;
+    conn_accepting(S);
+    timer_set(S->loop, &S->accept_tm, S->now + 100);
+    if (S->fd_warned && S->now - S->fd_warned_at < 60000) {
+        S->fd_suppressed++;
+        return;
+    }
+    log_msg(MTLSLB_LOG_WARN, "accept: %s: pausing accepts for 100 ms at a time while it lasts "
+            "(%u connections open; warned at most once a minute, %lu pauses since the last)",
+            strerror(err), S->active, S->fd_suppressed);
+    S->fd_warned = 1;
+    S->fd_warned_at = S->now;
+    S->fd_suppressed = 0;
+}
+
 static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
 {
     int budget = 64;
@@ -2830,30 +2912,35 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
             conn_accepting(S);
             return;
         }
+        if (conn_spare_take(S) < 0)
+            return;
+        if (S->next_fd < 0 && (S->next_fd = socket(AF_INET, SOCK_STREAM, 0)) < 0) {
+            conn_out_of_fds(S, errno);
+            return;
+        }
         fd = accept(lf->pl.fd, (struct sockaddr *)&ss, &sl);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                if (!S->fd_warned)
-                    log_msg(MTLSLB_LOG_WARN, "accept: %s: pausing accepts for 100 ms "
-                            "(logged once until accepting recovers)", strerror(errno));
-                S->fd_warned = 1;
-                S->paused_fds = 1;
-                conn_accepting(S);
-                timer_set(S->loop, &S->accept_tm, S->now + 100);
+                conn_out_of_fds(S, errno);
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 log_msg(MTLSLB_LOG_WARN, "accept on %s: %s", lf->ls->cfg->name, strerror(errno));
             }
             return;
         }
-        S->fd_warned = 0;
         if (fd_nonblock(fd) < 0 || !conn_new(S, lf->ls, fd, &ss)) {
-            log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot set up a connection: %s",
-                    lf->ls->cfg->name, strerror(errno));
+            int e = errno;
             close(fd);
+            if (e == EMFILE || e == ENFILE) {
+                conn_out_of_fds(S, e);
+                return;
+            }
+            log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot set up a connection: %s",
+                    lf->ls->cfg->name, strerror(e));
         }
     }
+    conn_spare_take(S);
 }
 
 /* ======================================================================
@@ -3343,11 +3430,14 @@ int main(int argc, char **argv)
         wolfSSL_Cleanup();
         return 0;
     }
+    S.spare_fd = S.next_fd = -1;
     S.accept_tm.kind = TM_ACCEPT;
     S.tick_tm.kind = TM_TICK;
     S.grace_tm.kind = TM_GRACE;
     S.now = now_ms();
-    if (loop_reserve_timers(&L, S.cfg->global.max_conns + 8) < 0 ||
+    S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
+    S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (S.spare_fd < 0 || S.next_fd < 0 || loop_reserve_timers(&L, S.cfg->global.max_conns + 8) < 0 ||
         main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 2;
@@ -3362,6 +3452,10 @@ int main(int argc, char **argv)
             log_msg(MTLSLB_LOG_INFO, "stopped");
     }
     main_close_listeners(&S);
+    if (S.spare_fd >= 0)
+        close(S.spare_fd);
+    if (S.next_fd >= 0)
+        close(S.next_fd);
     main_free(&S);
     free(L.pfd);
     free(L.own);

@@ -635,6 +635,250 @@ t_build() {
     fi
 }
 
+t_timeouts() {
+    local lp bp slow out c sp
+    newport lp; newport bp; newport slow
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" | sed 's/timeout idle 20s/timeout idle 1s/' >"$W/idle.conf"
+    start_lb "$W/idle.conf" || { fail idle-timeout "no mtlslb"; return; }
+    out=$(tlsclient --connect "127.0.0.1:$lp" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        --ca "$PKI/ca.crt" --servername localhost hold --seconds 5 2>&1)
+    sleep 0.2
+    if [[ $out == *"closed by server after"* ]] && grep -q 'end="idle timeout"' "$LB_LOG"; then
+        pass "timeout idle: a silent connection is closed ($(grep -o 'closed by server after [0-9.]* s' <<<"$out"))"
+    else
+        fail "idle timeout" "$out"
+    fi
+    stop_lb
+    # A server whose listen queue is full never completes the connect: after
+    # timeout connect (1 s) the next server is tried.
+    python3 - "$slow" "$W/slow.ready" <<'PY' &
+import socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1])))
+l.listen(0)
+fill = []
+for i in range(3):                      # fill the accept queue, never accept
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
+    fill.append(s)
+time.sleep(0.5)
+open(sys.argv[2], "w").close()
+time.sleep(20)
+PY
+    sp=$!
+    wait_file "$W/slow.ready"
+    conf_tcp "$lp" "    server slow 127.0.0.1:$slow
+    server a 127.0.0.1:$bp" >"$W/ctmo.conf"
+    start_lb "$W/ctmo.conf" || { fail connect-timeout "no mtlslb"; kill $sp; return; }
+    c=$(cget "https://localhost:$lp/")
+    if [ "$c" = 200 ] && grep -q "server slow .*connect failed: Connection timed out" "$LB_LOG"; then
+        pass "timeout connect: a server that never answers the connect is left for the next"
+    else
+        fail "connect timeout" "curl got $c; $(grep 'connect failed' "$LB_LOG" | tail -1)"
+    fi
+    stop_lb
+    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+    stop_backend "$bp"
+}
+
+# Out of file descriptors: accepting pauses (logged once) and recovers.
+t_fd_exhaustion() {
+    local lp bp i ok=0 c open_fds pids=()
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/fd.conf"
+    start_lb "$W/fd.conf" || { fail fd-exhaustion "no mtlslb"; return; }
+    # Room for two connections (two fds each) above what is open now.
+    open_fds=$(ls /proc/$LB_PID/fd | wc -l)
+    prlimit --pid "$LB_PID" --nofile=$((open_fds + 4)):
+    for i in 1 2 3 4 5 6; do
+        tlsclient --connect "127.0.0.1:$lp" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+            --ca "$PKI/ca.crt" --servername localhost --timeout 20 hold --seconds 1.5 \
+            >"$W/fdhold.$i" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    prlimit --pid "$LB_PID" --nofile=1024:
+    c=$(cget "https://localhost:$lp/")
+    for i in 1 2 3 4 5 6; do grep -q "handshake ok" "$W/fdhold.$i" && ok=$((ok + 1)); done
+    if [ "$c" = 200 ] && [ "$(grep -c 'pausing accepts' "$LB_LOG")" = 1 ] && [ $ok = 6 ] &&
+       [ "$(grep -c 'conn .* cn=client-good ' "$LB_LOG")" = 7 ]; then
+        pass "EMFILE: accepting pauses, logged once; all 6 queued clients served two at a time, identity intact"
+    else
+        fail "fd exhaustion" "curl $c, $(grep -c 'pausing accepts' "$LB_LOG") pause lines, $ok/6 served, $(grep -c 'conn .* cn=client-good ' "$LB_LOG")/7 with CN"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+# s_client_ok PORT ARGS: does a handshake with these openssl options succeed?
+s_client_ok() {
+    local port=$1; shift
+    openssl s_client -connect "127.0.0.1:$port" -cert "$PKI/client.crt" -key "$PKI/client.key" \
+        -CAfile "$PKI/ca.crt" "$@" </dev/null 2>&1 | grep -q "^New, TLSv1"
+}
+
+t_tls_options() {
+    local lp bp out
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/def.conf"
+    start_lb "$W/def.conf" || { fail tls-defaults "no mtlslb"; return; }
+    if s_client_ok "$lp" -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256 &&
+       ! s_client_ok "$lp" -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA &&
+       ! s_client_ok "$lp" -tls1_2 -cipher AES128-GCM-SHA256; then
+        pass "default ciphers: ECDHE with AEAD only (CBC and static-RSA suites refused)"
+    else
+        fail "default ciphers" "a non-ECDHE or non-AEAD suite was accepted, or the default was not"
+    fi
+    stop_lb
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" "    tls-min 1.3" >"$W/tls13.conf"
+    start_lb "$W/tls13.conf" || { fail tls-min "no mtlslb"; return; }
+    if s_client_ok "$lp" -tls1_3 && ! s_client_ok "$lp" -tls1_2; then
+        pass "tls-min 1.3 refuses TLS 1.2"
+    else
+        fail "tls-min 1.3" "TLS 1.2 accepted or TLS 1.3 refused"
+    fi
+    stop_lb
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" "    ciphers ECDHE-ECDSA-AES256-GCM-SHA384" >"$W/ciph.conf"
+    start_lb "$W/ciph.conf" || { fail ciphers "no mtlslb"; return; }
+    if s_client_ok "$lp" -tls1_2 -cipher ECDHE-ECDSA-AES256-GCM-SHA384 &&
+       ! s_client_ok "$lp" -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256; then
+        pass "ciphers restricts the TLS 1.2 suites to the list"
+    else
+        fail ciphers "list not honoured"
+    fi
+    stop_lb
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" "    ciphers NOT-A-CIPHER" >"$W/badciph.conf"
+    out=$("$BIN" -t -c "$W/badciph.conf" 2>&1)
+    if [ $? = 1 ] && grep -q "badciph.conf:13: no usable cipher in 'NOT-A-CIPHER'" <<<"$out"; then
+        pass "-t refuses an unusable ciphers line"
+    else
+        fail "bad ciphers" "$out"
+    fi
+    stop_backend "$bp"
+}
+
+# The README's copy-paste PKI block works, end to end.
+t_readme_pki() {
+    local d=$W/readme lp bp c
+    newport lp; newport bp
+    mkdir -p "$d"
+    awk '/^    cat >ca.cnf/,/-gencrl -out ca.crl/' "$ROOT/README" | sed 's/^    //' >"$d/steps.sh"
+    if ! (cd "$d" && bash -e steps.sh >steps.out 2>&1); then
+        fail "README PKI" "$(tail -3 "$d/steps.out")"; return
+    fi
+    start_backend http "$bp" web1
+    cat >"$d/m.conf" <<EOF
+listener r
+    bind 127.0.0.1:$lp
+    mode tcp
+    cert server.crt server.key
+    ca ca.crt
+    crl ca.crl
+    default-backend b
+backend b
+    server s 127.0.0.1:$bp
+EOF
+    start_lb "$d/m.conf" || { fail "README PKI" "no mtlslb"; return; }
+    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$d/ca.crt" \
+        --cert "$d/client.crt" --key "$d/client.key" "https://localhost:$lp/")
+    if [ "$c" = 200 ]; then
+        pass "the README's PKI block makes a CA, server, client and CRL that work"
+    else
+        fail "README PKI" "curl got $c"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+t_signals() {
+    local lp bp c
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/sig.conf"
+    start_lb "$W/sig.conf" || { fail signals "no mtlslb"; return; }
+    cget "https://localhost:$lp/" >/dev/null
+    cas revoked "https://localhost:$lp/" >/dev/null
+    kill -USR1 "$LB_PID"
+    kill -HUP "$LB_PID"
+    sleep 0.3
+    c=$(cget "https://localhost:$lp/")
+    if [ "$c" = 200 ] &&
+       grep -q 'stats listener=tls active=0 total=2 handshake_failures: "revoked"=1' "$LB_LOG" &&
+       grep -q "stats backend=web server=a active=0 total=1" "$LB_LOG" &&
+       grep -q "SIGHUP: reload is not supported yet" "$LB_LOG"; then
+        pass "SIGUSR1 logs the counters; SIGHUP is logged as not supported yet and serving goes on"
+    else
+        fail signals "curl $c; $(grep -E 'stats|SIGHUP' "$LB_LOG")"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+t_ipv6() {
+    local lp bp c
+    newport lp; newport bp
+    if ! python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1", 0))' 2>/dev/null; then
+        pass "IPv6 (skipped: no ::1 on this machine)"; return
+    fi
+    start_backend proxy "$bp"
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" "    send-proxy v1" |
+        sed "s/bind 127.0.0.1:$lp/bind [::1]:$lp/" >"$W/v6.conf"
+    start_lb "$W/v6.conf" || { fail ipv6 "no mtlslb"; return; }
+    c=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        "https://[::1]:$lp/")
+    if python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["src"]=="::1" and j["dst"]=="::1"' "$c" 2>/dev/null &&
+       grep -q "conn \[::1\]:" "$LB_LOG"; then
+        pass "IPv6 listener: [::1] served, the PROXY v1 header says TCP6 ::1"
+    else
+        fail ipv6 "got $c"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+# A client that sends without reading: buffers stay bounded (back-pressure).
+t_backpressure() {
+    local lp bp before out sent rss
+    newport lp; newport bp
+    start_backend echo "$bp"
+    conf_tcp "$lp" "    server e 127.0.0.1:$bp" >"$W/bp.conf"
+    start_lb "$W/bp.conf" || { fail back-pressure "no mtlslb"; return; }
+    cget "https://localhost:$lp/" >/dev/null        # warm up: first-use allocations
+    before=$(awk '/VmRSS/ {print $2}' "/proc/$LB_PID/status")
+    out=$(python3 - "$lp" "$PKI" "$LB_PID" <<'PY'
+import socket, ssl, sys
+port, pki, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=pki + "/ca.crt")
+ctx.load_cert_chain(pki + "/client.crt", pki + "/client.key")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+s.settimeout(3)
+sent = 0
+chunk = b"x" * 65536
+try:
+    while sent < 200 * 1024 * 1024:
+        s.sendall(chunk)
+        sent += len(chunk)
+except (socket.timeout, OSError):
+    pass
+rss = [l for l in open("/proc/%s/status" % pid) if l.startswith("VmRSS")][0].split()[1]
+print(sent, rss)
+PY
+)
+    sent=${out% *}; rss=${out#* }
+    if [ -n "$sent" ] && [ "$sent" -lt $((200 * 1024 * 1024)) ] && [ $((rss - before)) -lt 4096 ]; then
+        pass "back-pressure: a client that never reads is held after $((sent / 1024)) KiB; mtlslb RSS +$((rss - before)) KiB"
+    else
+        fail back-pressure "sent $sent bytes, RSS $before -> $rss KiB"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -650,7 +894,8 @@ t_sanitizers() {
 
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
-t_sigterm t_sigterm_status t_build t_sanitizers"
+t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals
+t_ipv6 t_backpressure t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"

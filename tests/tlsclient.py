@@ -25,12 +25,15 @@ subcommands
   raw --send STRING     handshake, send STRING (\\r \\n \\t \\\\ \\xNN escapes),
                         half-close the write side (unless --keep-open), print
                         what comes back; exit 0 if something came back.
-  resume --send STRING  two connections: the second resumes the first's TLS
-                        session.  Each sends STRING and reads to EOF (so
-                        STRING should make the server close, e.g. an HTTP
-                        request with "Connection: close").  Prints
-                        "reused yes|no" and then the second response;
-                        exit 0 if the session was reused, 1 if not.
+  resume --send STRING [--half-close]
+                        two connections: the second resumes the first's TLS
+                        session.  Each sends STRING (then half-closes with
+                        --half-close) and reads until the server closes or
+                        is silent for --timeout (so STRING should make the
+                        server close, e.g. an HTTP request with
+                        "Connection: close").  Prints "reused yes|no" and
+                        then the second response; exit 0 if the session was
+                        reused, 1 if not.
 
 --ca F verifies the server chain against F; the host name is checked only
 when --servername is given (which also sets SNI; no --servername = no SNI).
@@ -83,8 +86,9 @@ def ssl_reason(e):
 class TLSConn:
     """TLS over a non-blocking socket, driven by select()."""
 
-    def __init__(self, args, session=None):
+    def __init__(self, args, ctx, session=None):
         self.timeout = args.timeout
+        self.ctx = ctx
         host, port = parse_hostport(args.connect)
         try:
             self.sock = socket.create_connection((host, port),
@@ -95,12 +99,12 @@ class TLSConn:
         self.sock.setblocking(False)
         self.inc = ssl.MemoryBIO()          # network -> TLS
         self.outg = ssl.MemoryBIO()         # TLS -> network
-        self.obj = make_context(args).wrap_bio(
+        self.obj = ctx.wrap_bio(
             self.inc, self.outg, server_side=False,
             server_hostname=args.servername, session=session)
         self.outbuf = bytearray()           # ciphertext not yet sent
         self.tcp_eof = False                # peer closed / reset TCP
-        self.closed = None                  # "close_notify" | "eof" once done
+        self.closed = None                  # why the stream ended, once it has
         self.write_shut = False
         self.got_app_data = False
 
@@ -194,7 +198,7 @@ class TLSConn:
                 self.closed = "close_notify"
                 break
             except ssl.SSLEOFError:
-                self.closed = "eof"         # TCP EOF without close_notify
+                self.closed = "eof without close_notify"
                 break
             except ssl.SSLError as e:
                 if not self.got_app_data and not chunks:
@@ -203,7 +207,9 @@ class TLSConn:
                 self.closed = "error: " + ssl_reason(e)
                 break
             if not d:
-                self.closed = "eof"
+                # SSLObject.read() returns b"" (rather than raising
+                # SSLZeroReturnError) once close_notify has arrived.
+                self.closed = "close_notify"
                 break
             chunks.append(d)
         if chunks:
@@ -225,12 +231,17 @@ class TLSConn:
         except OSError:
             pass
 
-    def read_to_end(self):
-        """Read until close_notify / EOF.  Timeout if the peer goes idle."""
-        got = bytearray()
+    def read_to_end(self, got=None):
+        """Read until close_notify / EOF, appending to got (a bytearray,
+        kept filled even if Timeout is raised because the peer went idle)."""
+        if got is None:
+            got = bytearray()
         while self.closed is None:
             got += self.read_available()
             if self.closed is not None:
+                break
+            if self.tcp_eof:                # defensive: EOF already fed
+                self.closed = "eof"
                 break
             self.io()
         return bytes(got)
@@ -378,34 +389,47 @@ def cmd_hold(args, c):
 
 
 def cmd_raw(args, c):
-    got = send_all(c, unescape(args.send))
+    got = bytearray(send_all(c, unescape(args.send)))
     if args.keep_open:
         # Read until the server closes or stays silent for --timeout.
         try:
-            got += c.read_to_end()
+            c.read_to_end(got)
         except Timeout:
             diag("idle timeout, giving up")
     else:
         c.shutdown_write()
-        got += c.read_to_end()
-    show(got)
+        c.read_to_end(got)
+    show(bytes(got))
     c.close()
     return 0 if got else 1
 
 
+def exchange(args, c, msg):
+    """Send msg, then read until the server closes (or, with --half-close,
+    after shutting our write side); if the server just goes quiet, stop
+    after --timeout and keep what arrived."""
+    got = bytearray(send_all(c, msg))
+    if args.half_close:
+        c.shutdown_write()
+    try:
+        c.read_to_end(got)
+    except Timeout:
+        diag("idle timeout, giving up")
+    return bytes(got)
+
+
 def cmd_resume(args, c):
     msg = unescape(args.send)
-    first = send_all(c, msg) + c.read_to_end()
+    first = exchange(args, c, msg)
     diag("first response: %d bytes" % len(first))
-    # TLS 1.3 tickets arrive after the handshake; reading to the end has
+    # TLS 1.3 tickets arrive after the handshake; reading the response has
     # processed them, so the session is resumable now.
     sess = c.obj.session
     c.close()
-    c2 = TLSConn(args, session=sess)
+    c2 = TLSConn(args, c.ctx, session=sess)   # same context: required
     c2.handshake()
     out("reused %s" % ("yes" if c2.obj.session_reused else "no"))
-    got = send_all(c2, msg) + c2.read_to_end()
-    show(got)
+    show(exchange(args, c2, msg))
     c2.close()
     return 0 if c2.obj.session_reused else 1
 
@@ -458,6 +482,8 @@ def main():
                         "or is silent for --timeout")
     s = sub.add_parser("resume", help="check TLS session resumption")
     s.add_argument("--send", required=True)
+    s.add_argument("--half-close", action="store_true",
+                   help="shutdown(SHUT_WR) after sending (e.g. for echo)")
     for s in sub.choices.values():
         add_common(s, True)
     args = p.parse_args()
@@ -470,7 +496,7 @@ def main():
     handlers = {"echo": cmd_echo, "halfclose": cmd_halfclose,
                 "hold": cmd_hold, "raw": cmd_raw, "resume": cmd_resume}
     try:
-        c = TLSConn(args)
+        c = TLSConn(args, make_context(args))
         c.handshake()
         return handlers[args.cmd](args, c)
     except HandshakeFailed as e:
@@ -482,4 +508,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        rc = main()
+    except BrokenPipeError:                 # stdout closed early (| head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        rc = 0
+    sys.exit(rc)
