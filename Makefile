@@ -50,7 +50,7 @@ static: mtlslb.c mtlslb.h
 test:
 	sh tests/deps.sh
 	$(MAKE) $(BIN)
-	MTLSLB_BIN=$(BIN) ./test.sh
+	MTLSLB_BIN=$(BIN) MTLSLB_SAN=$(SAN) ./test.sh
 
 demo:
 	sh tests/deps.sh
