@@ -1218,13 +1218,13 @@ void mtlslb_config_free(struct mtlslb_config *c)
 
 enum tls_reason {
     R_NO_CERT, R_UNKNOWN_CA, R_EXPIRED, R_NOT_YET_VALID, R_REVOKED, R_CRL_EXPIRED,
-    R_CRL_MISSING, R_BAD_CERT, R_SNI, R_TIMEOUT, R_CLOSED, R_PROTOCOL, R_COUNT
+    R_CRL_MISSING, R_BAD_CERT, R_SNI, R_SESSION, R_TIMEOUT, R_CLOSED, R_PROTOCOL, R_COUNT
 };
 
 static const char *const tls_reason_names[R_COUNT] = {
     "no certificate", "unknown CA", "expired", "not yet valid", "revoked",
     "CRL expired", "CRL missing", "bad certificate", "unknown SNI name",
-    "handshake timeout", "closed by client", "protocol error"
+    "resumed session refused", "handshake timeout", "closed by client", "protocol error"
 };
 
 struct tls_crl {
@@ -1656,6 +1656,24 @@ static int tls_ctx_build(struct tls_report *r, struct tls_ctx *t, const struct m
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
     wolfSSL_CTX_set_servername_arg(t->ctx, cb_arg);
+    /* wolfSSL 5.5's TLS 1.2 tickets do not carry the client certificate,
+     * so a resumed session would lose the identity; its TLS 1.2 session
+     * cache keeps it (SESSION_CERTS), and TLS 1.3 tickets do too. */
+    if (wolfSSL_CTX_NoTicketTLSv12(t->ctx) != WOLFSSL_SUCCESS) {
+        tls_error(r, l->line, "cannot turn TLS 1.2 session tickets off");
+        return -1;
+    }
+    if (l->nsnis > 0) {
+        /*
+         * wolfSSL's TLS 1.2 session cache is process-wide and its TLS 1.2
+         * resumption happens before the SNI context switch, so a session
+         * made under one name would resume under another and skip that
+         * name's client CA (seen with 5.5.4).  TLS 1.3 tickets are sealed
+         * with each context's own key and opened after the switch: they
+         * stay on.  So where names differ, TLS 1.2 does full handshakes.
+         */
+        wolfSSL_CTX_set_session_cache_mode(t->ctx, WOLFSSL_SESS_CACHE_OFF);
+    }
     return 0;
 }
 
@@ -1782,6 +1800,23 @@ static struct tls_ctx *tls_ctx_of(struct tls_listener *t, WOLFSSL *ssl)
         if (t->sni[i].ctx == ctx)
             return &t->sni[i];
     return &t->def;
+}
+
+/*
+ * What is wrong with a resumed session, or NULL.  It must not cross from one
+ * sni name to another (TLS 1.2 resumption is off where there are sni lines,
+ * see tls_ctx_build; should wolfSSL resume one anyway, it is refused here),
+ * and where a certificate is required it must still carry the identity.
+ */
+static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl, int has_cert)
+{
+    if (!wolfSSL_session_reused(ssl))
+        return NULL;
+    if (t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION)
+        return "TLS 1.2 session on a listener with sni lines";
+    if (!has_cert && (tls_ctx_of(t, ssl)->verify & WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT))
+        return "session without the client certificate";
+    return NULL;
 }
 
 static int tls_crl_expired(const struct tls_ctx *x, time_t now)
@@ -2664,7 +2699,13 @@ static void conn_handshake_done(struct conn *c)
 {
     struct mtlslb *S = c->S;
     const struct mtlslb_listener *l = c->ls->cfg;
+    const char *why;
 
+    why = tls_resume_problem(&c->ls->tls, c->cli.ssl, c->has_cert);
+    if (why) {
+        conn_hs_fail(c, R_SESSION, why);
+        return;
+    }
     if (l->sni_strict && (!c->sni[0] || !tls_sni_find(&c->ls->tls, c->sni))) {
         /* The servername callback refuses these; a resumed session may
          * not pass through it. */

@@ -881,6 +881,81 @@ PY
     stop_backend "$bp"
 }
 
+# Resumption keeps the identity, and never crosses from one sni name's CA
+# to another name.
+t_resumption() {
+    local lp bp out
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" "    sni app.example.com $PKI/app.crt $PKI/app.key ca $PKI/app-ca.crt" \
+        >"$W/resume.conf"
+    start_lb "$W/resume.conf" || { fail resumption "no mtlslb"; return; }
+    out=$(resume_matrix "$lp" "1.3 app.example.com app-client" "1.3 localhost client" "1.2 localhost client")
+    sleep 0.2
+    if [ "$out" = "1.3 app.example.com: first=True same=True other=False
+1.3 localhost: first=True same=True other=False
+1.2 localhost: first=True same=False other=False" ] &&
+       [ "$(grep -c 'conn .* sni=app.example.com cn=app-client ' "$LB_LOG")" = 2 ]; then
+        pass "with sni lines: TLS 1.3 resumes on the same name with the identity, never on another name; TLS 1.2 does full handshakes"
+    else
+        fail "resumption with sni" "$(tr '\n' ' ' <<<"$out")"
+    fi
+    stop_lb
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/resume2.conf"
+    start_lb "$W/resume2.conf" || { fail resumption "no mtlslb"; return; }
+    out=$(resume_matrix "$lp" "1.2 localhost client")
+    sleep 0.2
+    # No sni lines: every name is the default certificate and CA.
+    if [ "$out" = "1.2 localhost: first=True same=True other=True" ] &&
+       [ "$(grep -c 'conn .* cn=client-good ' "$LB_LOG")" = 3 ]; then
+        pass "without sni lines TLS 1.2 resumes too, keeping the identity"
+    else
+        fail "TLS 1.2 resumption" "$out"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+# resume_matrix PORT "VERSION NAME CERT"...: for each, a full handshake, a
+# resumption on the same name, a resumption attempt on the other name
+# (app.example.com <-> localhost); prints whether each got a 200 resumed.
+resume_matrix() {
+    python3 - "$PKI" "$@" <<'PY'
+import socket, ssl, sys
+pki, port = sys.argv[1] + "/", int(sys.argv[2])
+
+def get(ctx, sni, session=None):
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                            server_hostname=sni, session=session)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+    except (ssl.SSLError, OSError):
+        return None, False
+    sess, reused = s.session, s.session_reused
+    s.close()
+    return sess, data.split(b"\r\n", 1)[0].endswith(b" 200 OK") and (session is None or reused)
+
+for case in sys.argv[3:]:
+    ver, sni, cert = case.split()
+    other = "localhost" if sni != "localhost" else "app.example.com"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(pki + "ca.crt")
+    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, "TLSv1_" + ver[-1])
+    ctx.load_cert_chain(pki + cert + ".crt", pki + cert + ".key")
+    sess, first = get(ctx, sni)
+    _, same = get(ctx, sni, sess)
+    _, cross = get(ctx, other, sess)
+    print("%s %s: first=%s same=%s other=%s" % (ver, sni, first, same, cross))
+PY
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -897,7 +972,7 @@ t_sanitizers() {
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals
-t_ipv6 t_backpressure t_build t_sanitizers"
+t_ipv6 t_backpressure t_resumption t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
