@@ -167,6 +167,37 @@ static void str_clean(char *dst, size_t len, const char *src)
     dst[i] = 0;
 }
 
+/* Where configuration errors go, each as "FILE:LINE: message". */
+struct report {
+    mtlslb_report_fn *fn;
+    void *arg;
+    const char *file;
+    int errors;
+};
+
+static void report_at(struct report *r, int line, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void report_at(struct report *r, int line, const char *fmt, ...)
+{
+    char msg[1200];
+    int n;
+    va_list ap;
+
+    n = snprintf(msg, sizeof msg, "%s:%d: ", r->file, line);
+    if (n < 0 || (size_t)n >= sizeof msg)
+        n = 0;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    r->errors++;
+    if (r->fn)
+        r->fn(r->arg, msg);
+}
+
 static char *xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -190,38 +221,14 @@ enum cfg_section { SEC_NONE = 0, SEC_GLOBAL = 1, SEC_LISTENER = 2, SEC_BACKEND =
 
 struct cfg_parser {
     struct mtlslb_config *cfg;
-    const char *file;
+    struct report rep;
     char *dir;
     int line;
-    int errors;
-    mtlslb_report_fn *report;
-    void *arg;
     enum cfg_section sec;
     size_t cur;                     /* index of the open listener or backend */
 };
 
-static void cfg_error(struct cfg_parser *p, int line, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void cfg_error(struct cfg_parser *p, int line, const char *fmt, ...)
-{
-    char msg[1024];
-    int n;
-    va_list ap;
-
-    n = snprintf(msg, sizeof msg, "%s:%d: ", p->file, line);
-    if (n < 0 || (size_t)n >= sizeof msg)
-        n = 0;
-    va_start(ap, fmt);
-    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
-    va_end(ap);
-    p->errors++;
-    if (p->report)
-        p->report(p->arg, msg);
-}
+#define cfg_error(p, ...) report_at(&(p)->rep, __VA_ARGS__)
 
 /* Append one zeroed element to a dynamic array; NULL when out of memory. */
 static void *cfg_push(void *arrp, size_t *n, size_t size)
@@ -294,16 +301,32 @@ static int cfg_uint(const char *s, unsigned min, unsigned max, unsigned *out)
     return 0;
 }
 
+/* One word of a fixed list: its index, or -1 after an error naming the choices. */
+static int cfg_choice(struct cfg_parser *p, const char *what, const char *s,
+                      const char *const *names)
+{
+    char list[256];
+    size_t i, off = 0;
+
+    for (i = 0; names[i]; i++)
+        if (strcmp(s, names[i]) == 0)
+            return (int)i;
+    list[0] = 0;
+    for (i = 0; names[i] && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s",
+                                i == 0 ? "" : names[i + 1] ? ", " : " or ", names[i]);
+    cfg_error(p, p->line, "%s takes %s, not '%s'", what, list, s);
+    return -1;
+}
+
 static int cfg_onoff(struct cfg_parser *p, const char *what, const char *s, int *out)
 {
-    if (strcmp(s, "on") == 0)
-        *out = 1;
-    else if (strcmp(s, "off") == 0)
-        *out = 0;
-    else {
-        cfg_error(p, p->line, "'%s' takes on or off, not '%s'", what, s);
+    static const char *const names[] = { "off", "on", NULL };
+    int i = cfg_choice(p, what, s, names);
+
+    if (i < 0)
         return -1;
-    }
+    *out = i;
     return 0;
 }
 
@@ -416,29 +439,27 @@ typedef int cfg_fn(struct cfg_parser *p, int argc, char **argv);
 
 static int cfg_log_level(struct cfg_parser *p, int argc, char **argv)
 {
-    unsigned i;
+    static const char *const names[] = { "error", "warn", "info", "debug", NULL };
+    int i = cfg_choice(p, argv[0], argv[1], names);
 
     (void)argc;
-    for (i = 0; i < 4; i++)
-        if (strcmp(argv[1], log_names[i]) == 0) {
-            p->cfg->global.log_level = (enum mtlslb_level)i;
-            return 0;
-        }
-    cfg_error(p, p->line, "log-level takes error, warn, info or debug, not '%s'", argv[1]);
-    return -1;
+    if (i < 0)
+        return -1;
+    p->cfg->global.log_level = (enum mtlslb_level)i;
+    return 0;
 }
 
 static int cfg_log(struct cfg_parser *p, int argc, char **argv)
 {
+    static const char *const names[] = { "stderr", "syslog", NULL };
+    int i = cfg_choice(p, argv[0], argv[1], names);
+
     (void)argc;
-    if (strcmp(argv[1], "stderr") == 0)
-        return 0;
-    if (strcmp(argv[1], "syslog") == 0) {
+    if (i == 1) {
         cfg_error(p, p->line, "'log syslog' is not supported yet");
         return -1;
     }
-    cfg_error(p, p->line, "log takes stderr or syslog, not '%s'", argv[1]);
-    return -1;
+    return i < 0 ? -1 : 0;
 }
 
 static int cfg_max_conns(struct cfg_parser *p, int argc, char **argv)
@@ -521,18 +542,15 @@ static int cfg_bind(struct cfg_parser *p, int argc, char **argv)
 
 static int cfg_mode(struct cfg_parser *p, int argc, char **argv)
 {
+    static const char *const names[] = { "http", "tcp", NULL };   /* enum mtlslb_mode */
+    int i = cfg_choice(p, argv[0], argv[1], names);
+
     (void)argc;
+    if (i < 0)
+        return -1;
+    cfg_lst(p)->mode = (enum mtlslb_mode)i;     /* http is refused by cfg_finish */
     cfg_lst(p)->mode_line = p->line;
-    if (strcmp(argv[1], "tcp") == 0) {
-        cfg_lst(p)->mode = MTLSLB_MODE_TCP;
-        return 0;
-    }
-    if (strcmp(argv[1], "http") == 0) {
-        cfg_lst(p)->mode = MTLSLB_MODE_HTTP;
-        return 0;                   /* refused when the listener is checked */
-    }
-    cfg_error(p, p->line, "mode takes http or tcp, not '%s'", argv[1]);
-    return -1;
+    return 0;
 }
 
 static int cfg_cert(struct cfg_parser *p, int argc, char **argv)
@@ -557,31 +575,25 @@ static int cfg_crl_l(struct cfg_parser *p, int argc, char **argv)
 
 static int cfg_verify(struct cfg_parser *p, int argc, char **argv)
 {
+    static const char *const names[] = { "none", "optional", "required", NULL };
+    int i = cfg_choice(p, argv[0], argv[1], names);
+
     (void)argc;
-    if (strcmp(argv[1], "required") == 0)
-        cfg_lst(p)->verify = MTLSLB_VERIFY_REQUIRED;
-    else if (strcmp(argv[1], "optional") == 0)
-        cfg_lst(p)->verify = MTLSLB_VERIFY_OPTIONAL;
-    else if (strcmp(argv[1], "none") == 0)
-        cfg_lst(p)->verify = MTLSLB_VERIFY_NONE;
-    else {
-        cfg_error(p, p->line, "verify takes required, optional or none, not '%s'", argv[1]);
+    if (i < 0)
         return -1;
-    }
+    cfg_lst(p)->verify = (enum mtlslb_verify)(MTLSLB_VERIFY_NONE + i);
     return 0;
 }
 
 static int cfg_tls_min(struct cfg_parser *p, int argc, char **argv)
 {
+    static const char *const names[] = { "1.2", "1.3", NULL };
+    int i = cfg_choice(p, argv[0], argv[1], names);
+
     (void)argc;
-    if (strcmp(argv[1], "1.2") == 0)
-        cfg_lst(p)->tls_min = 12;
-    else if (strcmp(argv[1], "1.3") == 0)
-        cfg_lst(p)->tls_min = 13;
-    else {
-        cfg_error(p, p->line, "tls-min takes 1.2 or 1.3, not '%s'", argv[1]);
+    if (i < 0)
         return -1;
-    }
+    cfg_lst(p)->tls_min = 12 + i;
     return 0;
 }
 
@@ -691,33 +703,25 @@ static int cfg_default_backend(struct cfg_parser *p, int argc, char **argv)
 
 static int cfg_send_proxy(struct cfg_parser *p, int argc, char **argv)
 {
+    static const char *const names[] = { "off", "v1", "v2", NULL };
+    int i = cfg_choice(p, argv[0], argv[1], names);
+
     (void)argc;
-    if (strcmp(argv[1], "v1") == 0)
-        cfg_lst(p)->send_proxy = 1;
-    else if (strcmp(argv[1], "v2") == 0)
-        cfg_lst(p)->send_proxy = 2;
-    else if (strcmp(argv[1], "off") == 0)
-        cfg_lst(p)->send_proxy = 0;
-    else {
-        cfg_error(p, p->line, "send-proxy takes v1, v2 or off, not '%s'", argv[1]);
+    if (i < 0)
         return -1;
-    }
+    cfg_lst(p)->send_proxy = i;
     return 0;
 }
 
 static int cfg_balance(struct cfg_parser *p, int argc, char **argv)
 {
+    static const char *const names[] = { "roundrobin", "leastconn", "source", NULL };
+    int i = cfg_choice(p, argv[0], argv[1], names);     /* enum mtlslb_balance */
+
     (void)argc;
-    if (strcmp(argv[1], "roundrobin") == 0)
-        cfg_be(p)->balance = MTLSLB_BAL_ROUNDROBIN;
-    else if (strcmp(argv[1], "leastconn") == 0)
-        cfg_be(p)->balance = MTLSLB_BAL_LEASTCONN;
-    else if (strcmp(argv[1], "source") == 0)
-        cfg_be(p)->balance = MTLSLB_BAL_SOURCE;
-    else {
-        cfg_error(p, p->line, "balance takes roundrobin, leastconn or source, not '%s'", argv[1]);
+    if (i < 0)
         return -1;
-    }
+    cfg_be(p)->balance = (enum mtlslb_balance)i;
     return 0;
 }
 
@@ -1052,9 +1056,9 @@ int mtlslb_config_parse_text(const char *name, const char *text, size_t len,
 
     *out = NULL;
     memset(&p, 0, sizeof p);
-    p.file = name;
-    p.report = report;
-    p.arg = arg;
+    p.rep.file = name;
+    p.rep.fn = report;
+    p.rep.arg = arg;
     c = calloc(1, sizeof *c);
     if (!c || !(c->file = xstrdup(name))) {
         free(c);
@@ -1094,9 +1098,9 @@ int mtlslb_config_parse_text(const char *name, const char *text, size_t len,
     }
     cfg_finish(&p);
     free(p.dir);
-    if (p.errors) {
+    if (p.rep.errors) {
         mtlslb_config_free(c);
-        return p.errors;
+        return p.rep.errors;
     }
     *out = c;
     return 0;
@@ -1249,44 +1253,16 @@ struct tls_listener {
     size_t nsni;
 };
 
-struct tls_report {
-    mtlslb_report_fn *report;
-    void *arg;
-    const char *file;
-    int errors;
-};
 
-static void tls_error(struct tls_report *r, int line, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void tls_error(struct tls_report *r, int line, const char *fmt, ...)
-{
-    char msg[1200];
-    int n;
-    va_list ap;
-
-    n = snprintf(msg, sizeof msg, "%s:%d: ", r->file, line);
-    if (n < 0 || (size_t)n >= sizeof msg)
-        n = 0;
-    va_start(ap, fmt);
-    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
-    va_end(ap);
-    r->errors++;
-    if (r->report)
-        r->report(r->arg, msg);
-}
 
 /* A file must exist and be readable before wolfSSL is asked to parse it, so
  * the error says which of the two went wrong. */
-static int tls_readable(struct tls_report *r, const struct mtlslb_file *f, const char *what)
+static int tls_readable(struct report *r, const struct mtlslb_file *f, const char *what)
 {
     FILE *fp = fopen(f->path, "r");
 
     if (!fp) {
-        tls_error(r, f->line, "cannot open %s %s: %s", what, f->path, strerror(errno));
+        report_at(r, f->line, "cannot open %s %s: %s", what, f->path, strerror(errno));
         return -1;
     }
     fclose(fp);
@@ -1549,7 +1525,7 @@ static int tls_key_matches(const char *cert, const char *key)
     return same;
 }
 
-static int tls_load_crls(struct tls_report *r, struct tls_ctx *t,
+static int tls_load_crls(struct report *r, struct tls_ctx *t,
                          const struct mtlslb_file *crls, size_t n)
 {
     size_t i;
@@ -1560,12 +1536,12 @@ static int tls_load_crls(struct tls_report *r, struct tls_ctx *t,
         return 0;
     t->crls = calloc(n, sizeof *t->crls);
     if (!t->crls) {
-        tls_error(r, crls[0].line, "out of memory");
+        report_at(r, crls[0].line, "out of memory");
         return -1;
     }
     t->ncrls = n;
     if (wolfSSL_CTX_EnableCRL(t->ctx, WOLFSSL_CRL_CHECK) != WOLFSSL_SUCCESS) {
-        tls_error(r, crls[0].line, "cannot enable CRL checking");
+        report_at(r, crls[0].line, "cannot enable CRL checking");
         return -1;
     }
     for (i = 0; i < n; i++) {
@@ -1584,7 +1560,7 @@ static int tls_load_crls(struct tls_report *r, struct tls_ctx *t,
         }
         if (wolfSSL_CTX_LoadCRLFile(t->ctx, crls[i].path, WOLFSSL_FILETYPE_PEM) !=
             WOLFSSL_SUCCESS) {
-            tls_error(r, crls[i].line, "cannot load CRL %s (not a PEM CRL, or not signed by the ca)",
+            report_at(r, crls[i].line, "cannot load CRL %s (not a PEM CRL, or not signed by the ca)",
                       crls[i].path);
             return -1;
         }
@@ -1592,49 +1568,49 @@ static int tls_load_crls(struct tls_report *r, struct tls_ctx *t,
     return 0;
 }
 
-static int tls_ctx_build(struct tls_report *r, struct tls_ctx *t, const struct mtlslb_listener *l,
+static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlslb_listener *l,
                          const struct mtlslb_file *cert, const struct mtlslb_file *key,
                          const struct mtlslb_file *ca, const struct mtlslb_file *crls,
                          size_t ncrls, void *cb_arg)
 {
     t->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
     if (!t->ctx) {
-        tls_error(r, cert->line, "cannot create a TLS context (out of memory)");
+        report_at(r, cert->line, "cannot create a TLS context (out of memory)");
         return -1;
     }
     if (wolfSSL_CTX_SetMinVersion(t->ctx, l->tls_min == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2)
         != WOLFSSL_SUCCESS) {
-        tls_error(r, l->line, "this wolfSSL cannot set the minimum TLS version");
+        report_at(r, l->line, "this wolfSSL cannot set the minimum TLS version");
         return -1;
     }
     if (wolfSSL_CTX_set_cipher_list(t->ctx, l->ciphers ? l->ciphers : TLS_DEFAULT_CIPHERS)
         != WOLFSSL_SUCCESS) {
-        tls_error(r, l->ciphers ? l->ciphers_line : l->line,
+        report_at(r, l->ciphers ? l->ciphers_line : l->line,
                   "no usable cipher in '%s'", l->ciphers ? l->ciphers : TLS_DEFAULT_CIPHERS);
         return -1;
     }
     if (tls_readable(r, cert, "certificate") < 0 || tls_readable(r, key, "key") < 0)
         return -1;
     if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert->path) != WOLFSSL_SUCCESS) {
-        tls_error(r, cert->line, "cannot load certificate %s (not a PEM certificate chain)",
+        report_at(r, cert->line, "cannot load certificate %s (not a PEM certificate chain)",
                   cert->path);
         return -1;
     }
     if (wolfSSL_CTX_use_PrivateKey_file(t->ctx, key->path, WOLFSSL_FILETYPE_PEM) !=
         WOLFSSL_SUCCESS) {
-        tls_error(r, key->line, "cannot load key %s (not a PEM private key)", key->path);
+        report_at(r, key->line, "cannot load key %s (not a PEM private key)", key->path);
         return -1;
     }
     if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS ||
         !tls_key_matches(cert->path, key->path)) {
-        tls_error(r, key->line, "key %s does not match certificate %s", key->path, cert->path);
+        report_at(r, key->line, "key %s does not match certificate %s", key->path, cert->path);
         return -1;
     }
     if (ca && ca->path) {
         if (tls_readable(r, ca, "ca") < 0)
             return -1;
         if (wolfSSL_CTX_load_verify_locations(t->ctx, ca->path, NULL) != WOLFSSL_SUCCESS) {
-            tls_error(r, ca->line, "cannot load ca %s (not PEM CA certificates)", ca->path);
+            report_at(r, ca->line, "cannot load ca %s (not PEM CA certificates)", ca->path);
             return -1;
         }
     }
@@ -1660,7 +1636,7 @@ static int tls_ctx_build(struct tls_report *r, struct tls_ctx *t, const struct m
      * so a resumed session would lose the identity; its TLS 1.2 session
      * cache keeps it (SESSION_CERTS), and TLS 1.3 tickets do too. */
     if (wolfSSL_CTX_NoTicketTLSv12(t->ctx) != WOLFSSL_SUCCESS) {
-        tls_error(r, l->line, "cannot turn TLS 1.2 session tickets off");
+        report_at(r, l->line, "cannot turn TLS 1.2 session tickets off");
         return -1;
     }
     if (l->nsnis > 0) {
@@ -1700,7 +1676,7 @@ static void tls_listener_free(struct tls_listener *t)
 
 /* Build every context of a listener; errors go to the report. */
 static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listener *l,
-                              struct tls_report *r)
+                              struct report *r)
 {
     size_t i;
     int rc = 0;
@@ -1711,7 +1687,7 @@ static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listen
         rc = -1;
     t->sni = calloc(l->nsnis ? l->nsnis : 1, sizeof *t->sni);
     if (!t->sni) {
-        tls_error(r, l->line, "out of memory");
+        report_at(r, l->line, "out of memory");
         return -1;
     }
     t->nsni = l->nsnis;
@@ -3313,11 +3289,11 @@ static int main_bind(struct lst_fd *lf, const struct mtlslb_bind *b)
 /* Load every file the configuration names; errors go to the report. */
 static int main_build(struct mtlslb *S, mtlslb_report_fn *report)
 {
-    struct tls_report r;
+    struct report r;
     size_t i;
 
     memset(&r, 0, sizeof r);
-    r.report = report;
+    r.fn = report;
     r.file = S->cfg->file;
     S->nls = S->cfg->nlisteners;
     S->nups = S->cfg->nbackends;
