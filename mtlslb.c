@@ -2356,6 +2356,18 @@ static void side_fail(struct conn *c, struct side *s, enum io_status st, int err
  * Returns 1 if anything moved, 0 if nothing could, -1 if the connection
  * was closed.
  */
+/*
+ * Is there room to read from a side?  A buffer whose end is reached is
+ * compacted first, unless a TLS write of its head is pending: wolfSSL wants
+ * that retried with the same bytes.  side_interest asks the same question.
+ */
+static int relay_room(const struct side *from, const struct side *to)
+{
+    const struct buf *b = &from->buf;
+
+    return b->len == 0 || b->off + b->len < MTLSLB_BUF_SIZE || (b->off && !to->wpending);
+}
+
 static int relay_move(struct conn *c, struct side *from, struct side *to)
 {
     struct buf *b = &from->buf;
@@ -2363,30 +2375,28 @@ static int relay_move(struct conn *c, struct side *from, struct side *to)
     int err = 0, moved = 0;
     size_t n;
 
-    if (!from->eof) {
+    if (!from->eof && relay_room(from, to)) {
         if (!b->data && !(b->data = malloc(MTLSLB_BUF_SIZE))) {
             conn_close(c, "out of memory");
             return -1;
         }
         if (b->len == 0)
             b->off = 0;
-        else if (b->off + b->len == MTLSLB_BUF_SIZE && b->off && !to->wpending) {
+        else if (b->off + b->len == MTLSLB_BUF_SIZE) {
             memmove(b->data, b->data + b->off, b->len);
             b->off = 0;
         }
-        if (b->off + b->len < MTLSLB_BUF_SIZE) {
-            n = side_read(from, b->data + b->off + b->len, MTLSLB_BUF_SIZE - b->off - b->len,
-                          &st, &err);
-            if (n > 0) {
-                b->len += n;
-                moved = 1;
-            } else if (st == IO_EOF) {
-                from->eof = 1;
-                moved = 1;
-            } else if (st == IO_ERR) {
-                side_fail(c, from, st, err, 0);
-                return -1;
-            }
+        n = side_read(from, b->data + b->off + b->len, MTLSLB_BUF_SIZE - b->off - b->len,
+                      &st, &err);
+        if (n > 0) {
+            b->len += n;
+            moved = 1;
+        } else if (st == IO_EOF) {
+            from->eof = 1;
+            moved = 1;
+        } else if (st == IO_ERR) {
+            side_fail(c, from, st, err, 0);
+            return -1;
         }
     }
     if (b->len > 0 && !to->shut) {
@@ -2420,7 +2430,7 @@ static short side_interest(const struct side *s, const struct side *peer)
 {
     short ev = 0;
 
-    if ((!s->eof && s->buf.len < MTLSLB_BUF_SIZE && !s->rd_want_wr) || s->wr_want_rd)
+    if ((!s->eof && relay_room(s, peer) && !s->rd_want_wr) || s->wr_want_rd)
         ev |= POLLIN;
     if ((peer->buf.len > 0 && !s->shut && !s->wr_want_rd) || s->rd_want_wr ||
         (s->shut && !s->shut_done))
@@ -3027,7 +3037,7 @@ static int loop_add(struct loop *L, struct pollable *p, short events)
         L->own = no;
         L->cap = nc;
     }
-    L->pfd[L->n].fd = p->fd;
+    L->pfd[L->n].fd = events ? p->fd : -1;
     L->pfd[L->n].events = events;
     L->pfd[L->n].revents = 0;
     L->own[L->n] = p;
@@ -3050,10 +3060,15 @@ static void loop_del(struct loop *L, struct pollable *p)
     p->slot = -1;
 }
 
+/* No interest = a negative fd, which poll() skips: POLLHUP and POLLERR are
+ * reported even for events 0, and would spin the loop on a side that is
+ * waiting for its peer. */
 static void loop_events(struct loop *L, const struct pollable *p, short events)
 {
-    if (p->slot >= 0)
+    if (p->slot >= 0) {
+        L->pfd[p->slot].fd = events ? p->fd : -1;
         L->pfd[p->slot].events = events;
+    }
 }
 
 static void heap_swap(struct loop *L, size_t a, size_t b)

@@ -956,6 +956,62 @@ for case in sys.argv[3:]:
 PY
 }
 
+# A side that waits for its peer costs no CPU: a client resets its
+# connection while mtlslb is still connecting to a server that never
+# answers; poll() reports the reset at once, but nothing can be done until
+# the connect ends, so the client side must leave the poll set.
+t_no_spin() {
+    local lp slow sp out
+    newport lp; newport slow
+    python3 - "$slow" "$W/nospin.ready" <<'PY' &
+import socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1])))
+l.listen(0)
+fill = []
+for i in range(3):                      # fill the accept queue, never accept
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
+    fill.append(s)
+time.sleep(0.5)
+open(sys.argv[2], "w").close()
+time.sleep(20)
+PY
+    sp=$!
+    wait_file "$W/nospin.ready"
+    conf_tcp "$lp" "    server slow 127.0.0.1:$slow" | sed 's/timeout connect 1s/timeout connect 4s/' >"$W/nospin.conf"
+    start_lb "$W/nospin.conf" || { fail no-spin "no mtlslb"; kill $sp; return; }
+    out=$(python3 - "$lp" "$PKI" "$LB_PID" <<'PY'
+import os, socket, ssl, struct, sys, time
+port, pki, pid = int(sys.argv[1]), sys.argv[2] + "/", sys.argv[3]
+tick = os.sysconf("SC_CLK_TCK")
+def cpu():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+ctx = ssl.create_default_context(cafile=pki + "ca.crt")
+ctx.load_cert_chain(pki + "client.crt", pki + "client.key")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+s.sendall(b"hello")
+time.sleep(0.3)                          # mtlslb is connecting now
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()                                # RST
+time.sleep(0.2)
+c0 = cpu()
+time.sleep(2)
+print("%.2f" % (cpu() - c0))
+PY
+)
+    if [ -n "$out" ] && python3 -c "import sys; sys.exit(float('$out') > 0.5)"; then
+        pass "a reset client waiting on a slow connect costs no CPU ($out s over 2 s)"
+    else
+        fail no-spin "mtlslb used $out s of CPU in 2 s"
+    fi
+    stop_lb
+    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -972,7 +1028,7 @@ t_sanitizers() {
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals
-t_ipv6 t_backpressure t_resumption t_build t_sanitizers"
+t_ipv6 t_backpressure t_no_spin t_resumption t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
