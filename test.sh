@@ -44,6 +44,20 @@ wait_file() {
     return 1
 }
 
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (5 s at most).
+wait_port() {
+    python3 - "$1" <<'PY'
+import socket, sys, time
+for i in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+PY
+}
+
 # start_backend MODE PORT [NAME]: tests/backend.py, logging to $W/be.PORT.log.
 start_backend() {
     local mode=$1 port=$2 name=${3:-$2}
@@ -202,6 +216,16 @@ EOF
         pass "-t accepts a configuration with relative paths"
     else
         fail "-t good" "$out"
+    fi
+    # Quotes keep a blank inside a path; '#' starts a comment anywhere.
+    mkdir -p "$d/my pki"
+    cp "$PKI/server.crt" "$PKI/server.key" "$d/my pki/"
+    base '"my pki/server.crt" "my pki/server.key"   # default certificate' \
+        | sed 's/^global$/global   # the global section/' >"$d/quoted.conf"
+    if out=$("$BIN" -t -c "$d/quoted.conf" 2>&1) && [ "$out" = "configuration OK" ]; then
+        pass "-t accepts quoted paths with blanks and trailing comments"
+    else
+        fail "-t quoted" "$out"
     fi
     { base; echo "    frobnicate yes"; } >"$d/unknown-directive.conf"
     check_bad unknown-directive 10 "unknown directive 'frobnicate'"
@@ -626,6 +650,20 @@ t_build() {
     else
         fail "libraries" "NEEDED: $out"
     fi
+    out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" install SAN=0 BIN="$W/mtlslb-gcc" \
+        PREFIX=/usr DESTDIR="$W/inst" 2>&1)
+    if [ -x "$W/inst/usr/bin/mtlslb" ] && [ -f "$W/inst/usr/share/mtlslb/sample.conf" ]; then
+        pass "make install honours PREFIX and DESTDIR"
+    else
+        fail "make install" "$out $(find "$W/inst" 2>/dev/null)"
+    fi
+    out=$(env -u MAKEFLAGS -u MAKELEVEL make -n -B -C "$ROOT" SAN=0 CROSS_COMPILE=aarch64-linux-gnu- \
+        WOLFSSL_PREFIX=/opt/wolf BIN="$W/x" 2>&1)
+    if grep -q "^aarch64-linux-gnu-gcc .*-I/opt/wolf/include .*-L/opt/wolf/lib -lwolfssl" <<<"$out"; then
+        pass "CROSS_COMPILE and WOLFSSL_PREFIX reach the compile line"
+    else
+        fail "cross variables" "$out"
+    fi
     out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" static SAN=0 BIN="$W/mtlslb-static" 2>&1)
     if [ -x "$W/mtlslb-static" ] && ! readelf -d "$W/mtlslb-static" 2>/dev/null | grep -q NEEDED &&
        "$W/mtlslb-static" -V | grep -q "^mtlslb "; then
@@ -816,6 +854,29 @@ t_signals() {
         fail signals "curl $c; $(grep -E 'stats|SIGHUP' "$LB_LOG")"
     fi
     stop_lb
+    stop_backend "$bp"
+}
+
+t_log_level() {
+    local lp bp dead c
+    newport lp; newport bp; newport dead
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server down 127.0.0.1:$dead
+    server a 127.0.0.1:$bp" | sed 's/log-level info/log-level warn/' >"$W/warn.conf"
+    LB_LOG=$W/lb.warn.log
+    "$BIN" -c "$W/warn.conf" 2>"$LB_LOG" &
+    LB_PID=$!
+    wait_port "$lp" || { fail log-level "no mtlslb"; return; }
+    c=$(cget "https://localhost:$lp/")
+    cas revoked "https://localhost:$lp/" >/dev/null
+    sleep 0.2
+    if [ "$c" = 200 ] && grep -q " warn backend web server down .*connect failed" "$LB_LOG" &&
+       ! grep -q " info \| debug " "$LB_LOG"; then
+        pass "log-level warn: warnings only, no connection or handshake lines"
+    else
+        fail log-level "curl $c; $(cat "$LB_LOG")"
+    fi
+    kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
     stop_backend "$bp"
 }
 
@@ -1027,7 +1088,7 @@ t_sanitizers() {
 
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
-t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals
+t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals t_log_level
 t_ipv6 t_backpressure t_no_spin t_resumption t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
