@@ -20,6 +20,7 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
+#include <wolfssl/wolfcrypt/sha256.h>
 #include <wolfssl/openssl/ec.h>
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/pem.h>
@@ -495,10 +496,9 @@ static int cfg_timeout(struct cfg_parser *p, int argc, char **argv)
         t = &g->tmo_connect;
     else if (strcmp(argv[1], "idle") == 0)
         t = &g->tmo_idle;
-    else if (strcmp(argv[1], "request") == 0) {
-        cfg_error(p, p->line, "'timeout request' is not supported yet (it belongs to mode http)");
-        return -1;
-    } else {
+    else if (strcmp(argv[1], "request") == 0)
+        t = &g->tmo_request;
+    else {
         cfg_error(p, p->line, "unknown timeout '%s' (handshake, connect, idle, request)", argv[1]);
         return -1;
     }
@@ -548,7 +548,7 @@ static int cfg_mode(struct cfg_parser *p, int argc, char **argv)
     (void)argc;
     if (i < 0)
         return -1;
-    cfg_lst(p)->mode = (enum mtlslb_mode)i;     /* http is refused by cfg_finish */
+    cfg_lst(p)->mode = (enum mtlslb_mode)i;
     cfg_lst(p)->mode_line = p->line;
     return 0;
 }
@@ -713,6 +713,76 @@ static int cfg_send_proxy(struct cfg_parser *p, int argc, char **argv)
     return 0;
 }
 
+static int cfg_forward_cert(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    return cfg_onoff(p, argv[0], argv[1], &cfg_lst(p)->forward_cert);
+}
+
+static char *cfg_lower(const char *s)
+{
+    char *r = xstrdup(s), *q;
+
+    for (q = r; q && *q; q++)
+        if (*q >= 'A' && *q <= 'Z')
+            *q = (char)(*q - 'A' + 'a');
+    return r;
+}
+
+/* route [host PATTERN] [path PREFIX] backend NAME */
+static int cfg_route(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_listener *l = cfg_lst(p);
+    struct mtlslb_route *r = cfg_push(&l->routes, &l->nroutes, sizeof *r);
+    int a;
+
+    if (!r) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    r->line = p->line;
+    for (a = 1; a < argc; a += 2) {
+        char **field;
+        if (strcmp(argv[a], "allow") == 0) {
+            cfg_error(p, p->line, "'route ... allow' is not supported yet");
+            return -1;
+        }
+        if (a + 1 >= argc) {
+            cfg_error(p, p->line, "route: '%s' needs a value", argv[a]);
+            return -1;
+        }
+        field = strcmp(argv[a], "host") == 0 ? &r->host : strcmp(argv[a], "path") == 0 ? &r->path :
+                strcmp(argv[a], "backend") == 0 ? &r->backend_name : NULL;
+        if (!field) {
+            cfg_error(p, p->line, "route: unknown word '%s' (host, path, backend)", argv[a]);
+            return -1;
+        }
+        if (*field) {
+            cfg_error(p, p->line, "route: '%s' given twice", argv[a]);
+            return -1;
+        }
+        *field = field == &r->host ? cfg_lower(argv[a + 1]) : xstrdup(argv[a + 1]);
+        if (!*field) {
+            cfg_error(p, p->line, "out of memory");
+            return -1;
+        }
+        if (field == &r->host && !cfg_sni_name_ok(r->host)) {
+            cfg_error(p, p->line, "route: '%s' is not a host name or a one-label wildcard",
+                      argv[a + 1]);
+            return -1;
+        }
+        if (field == &r->path && argv[a + 1][0] != '/') {
+            cfg_error(p, p->line, "route: a path prefix starts with '/', not '%s'", argv[a + 1]);
+            return -1;
+        }
+    }
+    if (!r->backend_name) {
+        cfg_error(p, p->line, "route needs 'backend NAME'");
+        return -1;
+    }
+    return 0;
+}
+
 static int cfg_balance(struct cfg_parser *p, int argc, char **argv)
 {
     static const char *const names[] = { "roundrobin", "leastconn", "source", NULL };
@@ -824,7 +894,7 @@ static const struct cfg_directive cfg_table[] = {
     { "crl",             SEC_LISTENER, 1, 1,  cfg_crl_l },
     { "default-backend", SEC_LISTENER, 1, 1,  cfg_default_backend },
     { "fall",            SEC_BACKEND,  0, 99, cfg_later },
-    { "forward-cert",    SEC_LISTENER, 0, 99, cfg_later },
+    { "forward-cert",    SEC_LISTENER, 1, 1,  cfg_forward_cert },
     { "grace",           SEC_GLOBAL,   1, 1,  cfg_grace },
     { "log",             SEC_GLOBAL,   1, 1,  cfg_log },
     { "log-level",       SEC_GLOBAL,   1, 1,  cfg_log_level },
@@ -832,7 +902,7 @@ static const struct cfg_directive cfg_table[] = {
     { "mode",            SEC_LISTENER, 1, 1,  cfg_mode },
     { "retries",         SEC_BACKEND,  1, 1,  cfg_retries },
     { "rise",            SEC_BACKEND,  0, 99, cfg_later },
-    { "route",           SEC_LISTENER, 0, 99, cfg_later },
+    { "route",           SEC_LISTENER, 2, 9,  cfg_route },
     { "send-proxy",      SEC_LISTENER, 1, 1,  cfg_send_proxy },
     { "server",          SEC_BACKEND,  2, 8,  cfg_server },
     { "sni",             SEC_LISTENER, 3, 9,  cfg_sni },
@@ -998,6 +1068,18 @@ static void cfg_line(struct cfg_parser *p, char *line)
     d->fn(p, argc, argv);
 }
 
+static void cfg_resolve(struct cfg_parser *p, const char *name, int line, size_t *out)
+{
+    size_t j;
+
+    for (j = 0; j < p->cfg->nbackends; j++)
+        if (strcmp(p->cfg->backends[j].name, name) == 0) {
+            *out = j;
+            return;
+        }
+    cfg_error(p, line, "undefined backend '%s'", name);
+}
+
 /* Whole-model checks, once every line is read. */
 static void cfg_finish(struct cfg_parser *p)
 {
@@ -1006,11 +1088,16 @@ static void cfg_finish(struct cfg_parser *p)
 
     for (i = 0; i < c->nlisteners; i++) {
         struct mtlslb_listener *l = &c->listeners[i];
-        int found = 0;
-        if (l->mode == MTLSLB_MODE_HTTP)
-            cfg_error(p, l->mode_line ? l->mode_line : l->line,
-                      "listener %s: mode http%s is not supported yet; add 'mode tcp'", l->name,
-                      l->mode_line ? "" : " (the default)");
+        if (l->mode == MTLSLB_MODE_HTTP && l->send_proxy)
+            cfg_error(p, l->line, "listener %s: send-proxy is for mode tcp", l->name);
+        if (l->mode == MTLSLB_MODE_TCP && (l->nroutes || l->forward_cert))
+            cfg_error(p, l->nroutes ? l->routes[0].line : l->line,
+                      "listener %s: %s is for mode http", l->name,
+                      l->nroutes ? "route" : "forward-cert");
+        for (j = 0; j < l->nroutes; j++)
+            if (l->routes[j].backend_name)
+                cfg_resolve(p, l->routes[j].backend_name, l->routes[j].line,
+                            &l->routes[j].backend);
         if (l->nbinds == 0)
             cfg_error(p, l->line, "listener %s has no bind", l->name);
         if (!l->cert.path)
@@ -1029,13 +1116,7 @@ static void cfg_finish(struct cfg_parser *p)
             cfg_error(p, l->line, "listener %s has no default-backend", l->name);
             continue;
         }
-        for (j = 0; j < c->nbackends; j++)
-            if (strcmp(c->backends[j].name, l->default_backend) == 0) {
-                l->backend = j;
-                found = 1;
-            }
-        if (!found)
-            cfg_error(p, l->default_backend_line, "undefined backend '%s'", l->default_backend);
+        cfg_resolve(p, l->default_backend, l->default_backend_line, &l->backend);
     }
     for (i = 0; i < c->nbackends; i++)
         if (c->backends[i].nservers == 0)
@@ -1189,6 +1270,12 @@ void mtlslb_config_free(struct mtlslb_config *c)
         cfg_free_crls(l->crls, l->ncrls);
         free(l->ciphers);
         free(l->default_backend);
+        for (j = 0; j < l->nroutes; j++) {
+            free(l->routes[j].host);
+            free(l->routes[j].path);
+            free(l->routes[j].backend_name);
+        }
+        free(l->routes);
     }
     free(c->listeners);
     for (i = 0; i < c->nbackends; i++) {
@@ -1454,6 +1541,225 @@ static void tls_fmt_time(time_t t, char *out, size_t len)
 
     gmtime_r(&t, &tm);
     strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+/* ---- client identity, decoded from the certificate's DER ---- */
+
+struct id_out {
+    char *p;
+    size_t len, cap;                /* cap includes the terminating NUL */
+};
+
+static void id_put(struct id_out *o, const char *s, size_t n)
+{
+    if (o->len + n >= o->cap)
+        n = o->len + 1 < o->cap ? o->cap - 1 - o->len : 0;
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = 0;
+}
+
+static void id_hex(struct id_out *o, const uint8_t *d, size_t n, const char *digits)
+{
+    char h[2];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h[0] = digits[d[i] >> 4];
+        h[1] = digits[d[i] & 15];
+        id_put(o, h, 2);
+    }
+}
+
+/* Attribute types by their DER OID content; others print as dotted OIDs. */
+static const struct { const char *name; uint8_t len; uint8_t oid[10]; } id_attrs[] = {
+    { "CN", 3, { 0x55, 0x04, 0x03 } },
+    { "C", 3, { 0x55, 0x04, 0x06 } },
+    { "L", 3, { 0x55, 0x04, 0x07 } },
+    { "ST", 3, { 0x55, 0x04, 0x08 } },
+    { "STREET", 3, { 0x55, 0x04, 0x09 } },
+    { "O", 3, { 0x55, 0x04, 0x0a } },
+    { "OU", 3, { 0x55, 0x04, 0x0b } },
+    { "serialNumber", 3, { 0x55, 0x04, 0x05 } },
+    { "DC", 10, { 0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19 } },
+    { "UID", 10, { 0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01 } },
+    { "emailAddress", 9, { 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01 } },
+};
+
+static void id_oid(struct id_out *o, const uint8_t *d, size_t n)
+{
+    char num[24];
+    unsigned long v = 0;
+    size_t i;
+
+    for (i = 0; i < sizeof id_attrs / sizeof id_attrs[0]; i++)
+        if (id_attrs[i].len == n && memcmp(id_attrs[i].oid, d, n) == 0) {
+            id_put(o, id_attrs[i].name, strlen(id_attrs[i].name));
+            return;
+        }
+    for (i = 0; i < n; i++) {
+        v = (v << 7) | (d[i] & 0x7f);
+        if (d[i] & 0x80 && v < (1ul << 24))
+            continue;
+        if (o->len == 0 || o->p[o->len - 1] == ',' || o->p[o->len - 1] == '+' ||
+            o->p[o->len - 1] == ' ')
+            snprintf(num, sizeof num, "%lu.%lu", v < 80 ? v / 40 : 2, v < 80 ? v % 40 : v - 80);
+        else
+            snprintf(num, sizeof num, ".%lu", v);
+        id_put(o, num, strlen(num));
+        v = 0;
+    }
+}
+
+/* RFC 4514 2.4: escape specials with '\', and every byte outside printable
+ * ASCII as \HH, as OpenSSL's RFC 2253 output does: no CR, LF or NUL can
+ * ever reach a header or a log line. */
+static void id_value(struct id_out *o, const uint8_t *d, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        uint8_t ch = d[i];
+        char e[4];
+        if (ch < 0x20 || ch >= 0x7f) {
+            snprintf(e, sizeof e, "\\%02X", ch);
+            id_put(o, e, 3);
+            continue;
+        }
+        if (strchr(",+\"\\<>;=", ch) || (i == 0 && (ch == '#' || ch == ' ')) ||
+            (i == n - 1 && ch == ' '))
+            id_put(o, "\\", 1);
+        id_put(o, (const char *)&ch, 1);
+    }
+}
+
+/* A Name (RFC 5280 4.1.2.4) as an RFC 4514 string: last RDN first.  The
+ * first CN in DER order goes to cn when asked. */
+static int id_name(const uint8_t *d, size_t len, struct id_out *o, char *cn, size_t cncap)
+{
+    size_t rdn[64], nrdn = 0, pos = 0, l;
+    uint8_t tag;
+
+    while (pos < len) {
+        if (nrdn == 64)
+            return -1;
+        rdn[nrdn++] = pos;
+        if (der_hdr(d, len, &pos, &tag, &l) < 0 || tag != 0x31)
+            return -1;
+        pos += l;
+    }
+    while (nrdn-- > 0) {
+        size_t p = rdn[nrdn], end, first = 1;
+        if (der_hdr(d, len, &p, &tag, &l) < 0)
+            return -1;
+        for (end = p + l; p < end; first = 0) {
+            size_t al, ol, vl, atv_end, vstart;
+            const uint8_t *oid, *val;
+            uint8_t vtag;
+            if (der_hdr(d, end, &p, &tag, &al) < 0 || tag != 0x30)
+                return -1;
+            atv_end = p + al;
+            if (der_hdr(d, atv_end, &p, &tag, &ol) < 0 || tag != 0x06)
+                return -1;
+            oid = d + p;
+            p += ol;
+            vstart = p;
+            if (der_hdr(d, atv_end, &p, &vtag, &vl) < 0)
+                return -1;
+            val = d + p;
+            p = atv_end;
+            if (o->len)
+                id_put(o, first ? "," : "+", 1);
+            id_oid(o, oid, ol);
+            id_put(o, "=", 1);
+            if (vtag == 0x0c || vtag == 0x13 || vtag == 0x16 || vtag == 0x14 || vtag == 0x1a) {
+                id_value(o, val, vl);
+                if (cn && !cn[0] && ol == 3 && memcmp(oid, "\x55\x04\x03", 3) == 0) {
+                    size_t k, m = vl < cncap - 1 ? vl : cncap - 1;
+                    for (k = 0; k < m; k++)
+                        cn[k] = (val[k] >= 0x20 && val[k] < 0x7f) ? (char)val[k] : '?';
+                    cn[m] = 0;
+                }
+            } else {
+                id_put(o, "#", 1);          /* not a string: its DER, in hex */
+                id_hex(o, d + vstart, (size_t)(val - (d + vstart)) + vl, "0123456789ABCDEF");
+            }
+        }
+    }
+    return 0;
+}
+
+int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity *id)
+{
+    struct id_out o;
+    size_t pos = 0, l, tbs_end;
+    uint8_t tag, md[32];
+    time_t t;
+    struct tm tm;
+
+    memset(id, 0, sizeof *id);
+    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||          /* Certificate */
+        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)            /* TBSCertificate */
+        return -1;
+    tbs_end = pos + l;
+    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
+        return -1;
+    if (tag == 0xa0) {                                                    /* [0] version */
+        pos += l;
+        if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
+            return -1;
+    }
+    if (tag != 0x02 || l == 0 || l > 64)                                  /* serialNumber */
+        return -1;
+    o.p = id->serial;
+    o.len = 0;
+    o.cap = sizeof id->serial;
+    {
+        size_t skip = 0;
+        while (skip + 1 < l && der[pos + skip] == 0)
+            skip++;
+        id_hex(&o, der + pos + skip, l - skip, "0123456789ABCDEF");
+    }
+    pos += l;
+    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* signature */
+        return -1;
+    pos += l;
+    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* issuer */
+        return -1;
+    o.p = id->issuer;
+    o.len = 0;
+    o.cap = sizeof id->issuer;
+    if (id_name(der + pos, l, &o, NULL, 0) < 0)
+        return -1;
+    pos += l;
+    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* validity */
+        return -1;
+    {
+        size_t vp = pos, vend = pos + l, tl;
+        uint8_t tt;
+        if (der_hdr(der, vend, &vp, &tt, &tl) < 0)                        /* notBefore */
+            return -1;
+        vp += tl;
+        if (der_hdr(der, vend, &vp, &tt, &tl) < 0 || der_time(tt, der + vp, tl, &t) < 0)
+            return -1;
+        gmtime_r(&t, &tm);
+        strftime(id->not_after, sizeof id->not_after, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    pos += l;
+    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* subject */
+        return -1;
+    o.p = id->subject;
+    o.len = 0;
+    o.cap = sizeof id->subject;
+    if (id_name(der + pos, l, &o, id->cn, sizeof id->cn) < 0)
+        return -1;
+    if (wc_Sha256Hash(der, (word32)len, md) != 0)
+        return -1;
+    o.p = id->fingerprint;
+    o.len = 0;
+    o.cap = sizeof id->fingerprint;
+    id_hex(&o, md, sizeof md, "0123456789abcdef");
+    return 0;
 }
 
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
@@ -1872,6 +2178,8 @@ static void tls_crl_watch(struct tls_listener *t, time_t now)
  * MTLSLB_BACKOFF_MS.  Backup servers are chosen only when no other is.
  * ====================================================================== */
 
+struct pconn;
+
 struct up_server {
     const struct mtlslb_server *cfg;
     const struct mtlslb_backend *be;
@@ -1879,6 +2187,8 @@ struct up_server {
     unsigned active;
     uint64_t total, fails, bytes_in, bytes_out;
     uint64_t backoff_until;         /* monotonic ms */
+    struct pconn *idle;             /* http: idle connections, newest first */
+    unsigned nidle;
 };
 
 struct up_backend {
@@ -2023,7 +2333,7 @@ struct loop;
 struct mtlslb;
 
 /* Anything with a pollfd slot starts with this. */
-enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE };
+enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE, PK_POOL };
 
 struct pollable {
     int fd;
@@ -2031,7 +2341,7 @@ struct pollable {
     enum pollable_kind kind;
 };
 
-enum timer_kind { TM_CONN, TM_ACCEPT, TM_TICK, TM_GRACE };
+enum timer_kind { TM_CONN, TM_ACCEPT, TM_TICK, TM_GRACE, TM_POOL };
 
 struct timer {
     uint64_t when;
@@ -2044,10 +2354,31 @@ struct buf {
     size_t off, len;
 };
 
+/* Bytes we generate for a side (rewritten heads, error answers); they go
+ * out before anything relayed from the other side. */
+struct obuf {
+    char *p;
+    size_t len, off, cap;
+};
+
+/* The framing of what is read from a side: how much of its buffer may be
+ * passed on.  tcp mode and upgraded connections are tunnels. */
+enum body_kind { BK_NONE, BK_LENGTH, BK_CHUNKED, BK_CLOSE, BK_TUNNEL };
+
+struct body {
+    enum body_kind kind;
+    uint64_t left;                  /* BK_LENGTH: bytes still to pass */
+    struct mtlslb_http_chunk ch;    /* BK_CHUNKED: the scanner ... */
+    size_t ready;                   /* ... bytes scanned, not yet passed */
+    int end;                        /* ... the last chunk was seen */
+};
+
 struct side {
     struct pollable pl;
     WOLFSSL *ssl;                   /* NULL = plain TCP */
     struct buf buf;                 /* read from this side, for the other */
+    struct obuf out;                /* generated, for this side */
+    struct body body;               /* framing of buf */
     struct conn *conn;
     size_t wpending;                /* TLS write to retry with this length */
     unsigned eof : 1;               /* this side will send nothing more */
@@ -2057,7 +2388,33 @@ struct side {
     unsigned wr_want_rd : 1;        /* TLS write needs the socket readable */
 };
 
-enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_RELAY };
+enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_RELAY, CONN_HTTP };
+
+enum http_req { HQ_HEAD, HQ_BODY, HQ_DONE };
+enum http_resp { HS_NONE, HS_HEAD, HS_BODY, HS_DONE };
+
+/* The request/response exchange in flight on an http connection. */
+struct http_tx {
+    enum http_req rq;
+    enum http_resp rs;
+    int version;                    /* the request's, 10 or 11 */
+    int status;                     /* for the log */
+    uint64_t start, head_start;     /* monotonic ms */
+    uint64_t in0, out0;             /* connection byte counts at the start */
+    struct up_backend *up;
+    struct up_server *server;       /* for the log, once chosen */
+    char method[24];
+    char path[256];
+    char *req_head;                 /* the server's request head, kept for a retry */
+    size_t req_head_len;
+    unsigned head_req : 1;          /* HEAD: the response has no body */
+    unsigned keep : 1;              /* the client wants keep-alive */
+    unsigned upgrade : 1;
+    unsigned retryable : 1;         /* idempotent, no body: may go again */
+    unsigned resp_started : 1;      /* the client has (or will get) a head */
+    unsigned close_client : 1;
+    unsigned srv_keep : 1;          /* the server connection may be reused */
+};
 
 struct lst_fd {
     struct pollable pl;
@@ -2078,7 +2435,12 @@ struct conn {
     struct side cli, srv;
     enum conn_state st;
     struct lst *ls;
+    struct up_backend *up;          /* tcp: the listener's; http: the request's */
     struct up_server *server;
+    uint64_t srv_in0, srv_out0;     /* byte counts when the server was taken */
+    struct http_tx tx;
+    struct mtlslb_identity *id;     /* http: the client certificate, decoded */
+    char *client_cert;              /* forward-cert: ":base64 DER:" */
     struct mtlslb *S;
     struct timer tm;
     struct tls_hs_note note;
@@ -2092,6 +2454,9 @@ struct conn {
     int has_cert;
     unsigned dead : 1;
     unsigned established : 1;       /* handshake done: log a connection line */
+    unsigned http : 1;
+    unsigned closing : 1;           /* http: close once the client has it all */
+    unsigned srv_reused : 1;        /* the server connection came from the pool */
     struct conn *next, *prev;
 };
 
@@ -2161,6 +2526,30 @@ static void side_close(struct mtlslb *S, struct side *s)
 
 /* The single exit of a connection.  Memory is freed after the current loop
  * iteration, so pointers the loop still holds stay valid. */
+/* Take a server for this connection (tcp) or request (http). */
+static void conn_use_server(struct conn *c, struct up_server *s)
+{
+    c->server = s;
+    c->tx.server = s;
+    c->srv_in0 = c->bytes_in;
+    c->srv_out0 = c->bytes_out;
+    s->active++;
+    s->total++;
+}
+
+/* Give it back, with the bytes it carried. */
+static void conn_release_server(struct conn *c)
+{
+    struct up_server *s = c->server;
+
+    if (!s)
+        return;
+    s->active--;
+    s->bytes_in += c->bytes_in - c->srv_in0;
+    s->bytes_out += c->bytes_out - c->srv_out0;
+    c->server = NULL;
+}
+
 static void conn_close(struct conn *c, const char *why)
 {
     struct mtlslb *S = c->S;
@@ -2168,16 +2557,14 @@ static void conn_close(struct conn *c, const char *why)
     if (c->dead)
         return;
     c->dead = 1;
-    if (c->established)
+    if (c->established && !c->http)
         conn_log(c, why);
+    else if (c->http)
+        log_msg(MTLSLB_LOG_DEBUG, "conn %s listener=%s closed: %s", c->peer, c->ls->cfg->name, why);
     side_close(S, &c->cli);
     side_close(S, &c->srv);
     timer_del(S->loop, &c->tm);
-    if (c->server) {
-        c->server->active--;
-        c->server->bytes_in += c->bytes_in;
-        c->server->bytes_out += c->bytes_out;
-    }
+    conn_release_server(c);
     c->ls->active--;
     S->active--;
     if (c->prev)
@@ -2196,6 +2583,11 @@ static void conn_free(struct conn *c)
 {
     free(c->cli.buf.data);
     free(c->srv.buf.data);
+    free(c->cli.out.p);
+    free(c->srv.out.p);
+    free(c->tx.req_head);
+    free(c->id);
+    free(c->client_cert);
     free(c);
 }
 
@@ -2336,11 +2728,18 @@ static void side_shut(struct side *s)
     s->shut_done = 1;
 }
 
+static void http_server_gone(struct conn *c, const char *why);
+
 static void side_fail(struct conn *c, struct side *s, enum io_status st, int err, int writing)
 {
     char why[200], tmp[120];
 
     (void)st;
+    if (c->http && s == &c->srv && c->st == CONN_HTTP) {
+        snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read", strerror(err));
+        http_server_gone(c, why);
+        return;
+    }
     if (s->ssl)
         snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
                  writing ? "write" : "read", tls_err_text(err, tmp, sizeof tmp));
@@ -2368,6 +2767,77 @@ static int relay_room(const struct side *from, const struct side *to)
     return b->len == 0 || b->off + b->len < MTLSLB_BUF_SIZE || (b->off && !to->wpending);
 }
 
+/* How many bytes at the head of a side's buffer belong to the message being
+ * passed on (all of them in a tunnel); -1 if its chunked framing is bad. */
+static long relay_allow(struct side *s)
+{
+    struct body *bd = &s->body;
+
+    switch (bd->kind) {
+    case BK_TUNNEL:
+    case BK_CLOSE:
+        return (long)s->buf.len;
+    case BK_LENGTH:
+        return (long)(s->buf.len < bd->left ? s->buf.len : bd->left);
+    case BK_CHUNKED:
+        if (!bd->end && bd->ready < s->buf.len) {
+            int done;
+            long r = mtlslb_http_chunk_scan(&bd->ch, (const char *)s->buf.data + s->buf.off +
+                                            bd->ready, s->buf.len - bd->ready, &done);
+            if (r < 0)
+                return -1;
+            bd->ready += (size_t)r;
+            bd->end = done;
+        }
+        return (long)bd->ready;
+    default:
+        return 0;
+    }
+}
+
+/* Bytes that relay_allow would pass now, without scanning further. */
+static size_t relay_pending(const struct side *s)
+{
+    switch (s->body.kind) {
+    case BK_TUNNEL:
+    case BK_CLOSE:
+        return s->buf.len;
+    case BK_LENGTH:
+        return s->buf.len < s->body.left ? s->buf.len : (size_t)s->body.left;
+    case BK_CHUNKED:
+        return s->body.ready;
+    default:
+        return 0;
+    }
+}
+
+static void relay_sent(struct side *s, size_t n)
+{
+    if (s->body.kind == BK_LENGTH)
+        s->body.left -= n;
+    else if (s->body.kind == BK_CHUNKED)
+        s->body.ready -= n;
+}
+
+/* Has all of the message read from this side been passed on? */
+static int relay_body_done(const struct side *s)
+{
+    switch (s->body.kind) {
+    case BK_NONE:
+        return 1;
+    case BK_LENGTH:
+        return s->body.left == 0;
+    case BK_CHUNKED:
+        return s->body.end && s->body.ready == 0;
+    case BK_CLOSE:
+        return s->eof && s->buf.len == 0;
+    default:
+        return 0;
+    }
+}
+
+static void http_bad_framing(struct conn *c, struct side *s);
+
 static int relay_move(struct conn *c, struct side *from, struct side *to)
 {
     struct buf *b = &from->buf;
@@ -2375,7 +2845,9 @@ static int relay_move(struct conn *c, struct side *from, struct side *to)
     int err = 0, moved = 0;
     size_t n;
 
-    if (!from->eof && relay_room(from, to)) {
+    long allow;
+
+    if (from->pl.slot >= 0 && !from->eof && relay_room(from, to)) {
         if (!b->data && !(b->data = malloc(MTLSLB_BUF_SIZE))) {
             conn_close(c, "out of memory");
             return -1;
@@ -2399,11 +2871,38 @@ static int relay_move(struct conn *c, struct side *from, struct side *to)
             return -1;
         }
     }
-    if (b->len > 0 && !to->shut) {
-        n = side_write(to, b->data + b->off, b->len, &st, &err);
+    if (to->pl.slot < 0)
+        return moved;                   /* http: no server connection (yet) */
+    if (to->out.len > to->out.off && !to->shut) {
+        n = side_write(to, (const uint8_t *)to->out.p + to->out.off, to->out.len - to->out.off,
+                       &st, &err);
+        if (n > 0) {
+            to->out.off += n;
+            if (to->out.off == to->out.len)
+                to->out.off = to->out.len = 0;
+            if (to == &c->cli)
+                c->bytes_out += n;
+            else
+                c->bytes_in += n;
+            moved = 1;
+        } else if (st == IO_ERR) {
+            side_fail(c, to, st, err, 1);
+            return -1;
+        }
+        if (to->out.len)
+            return moved;               /* the head goes before any body byte */
+    }
+    allow = relay_allow(from);
+    if (allow < 0) {
+        http_bad_framing(c, from);
+        return -1;
+    }
+    if (allow > 0 && !to->shut) {
+        n = side_write(to, b->data + b->off, (size_t)allow, &st, &err);
         if (n > 0) {
             b->off += n;
             b->len -= n;
+            relay_sent(from, n);
             if (from == &c->cli)
                 c->bytes_in += n;
             else
@@ -2414,7 +2913,7 @@ static int relay_move(struct conn *c, struct side *from, struct side *to)
             return -1;
         }
     }
-    if (from->eof && b->len == 0 && !to->shut) {
+    if (from->body.kind == BK_TUNNEL && from->eof && b->len == 0 && !to->shut) {
         to->shut = 1;
         moved = 1;
     }
@@ -2432,7 +2931,7 @@ static short side_interest(const struct side *s, const struct side *peer)
 
     if ((!s->eof && relay_room(s, peer) && !s->rd_want_wr) || s->wr_want_rd)
         ev |= POLLIN;
-    if ((peer->buf.len > 0 && !s->shut && !s->wr_want_rd) || s->rd_want_wr ||
+    if (((s->out.len || relay_pending(peer)) && !s->shut && !s->wr_want_rd) || s->rd_want_wr ||
         (s->shut && !s->shut_done))
         ev |= POLLOUT;
     return ev;
@@ -2568,9 +3067,397 @@ int mtlslb_proxy_header(int version, const struct sockaddr *src, const struct so
     return (int)n;
 }
 
+/* ---- HTTP/1.x heads and chunked framing (RFC 9110, 9112) ---- */
+
+/* tchar (RFC 9110 5.6.2) */
+static int http_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static int http_is(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+/* One line from pos: 1 with *eol at its CR, 0 if incomplete, -1 on a bare
+ * LF or a CR not followed by LF. */
+static int http_line(const char *b, size_t len, size_t pos, size_t *eol)
+{
+    size_t i;
+
+    for (i = pos; i < len; i++) {
+        if (b[i] == '\n')
+            return -1;
+        if (b[i] == '\r') {
+            if (i + 1 >= len)
+                return 0;
+            if (b[i + 1] != '\n')
+                return -1;
+            *eol = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Next element of a comma list; NULL at the end, an empty element is "". */
+static const char *http_list(const char **s, const char *end, size_t *n)
+{
+    const char *p = *s, *e;
+
+    if (p > end)
+        return NULL;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    for (e = p; e < end && *e != ','; e++)
+        ;
+    *s = e + 1;
+    *n = (size_t)(e - p);
+    while (*n && (p[*n - 1] == ' ' || p[*n - 1] == '\t'))
+        (*n)--;
+    return p;
+}
+
+static int http_content_length(const char *v, size_t n, uint64_t *out)
+{
+    uint64_t x = 0;
+    size_t i;
+
+    if (n == 0 || n > 18)
+        return -1;                  /* also keeps x below 10^18 */
+    for (i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;              /* sign, inner blank, list: all refused */
+        x = x * 10 + (uint64_t)(v[i] - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+/*
+ * The header lines from pos to the blank line.  Fills m->headers and the
+ * framing fields.  Returns the head length, 0 if incomplete, or -status.
+ */
+static int http_headers(const char *b, size_t len, size_t pos, int request,
+                        struct mtlslb_http_msg *m)
+{
+    int cl_seen = 0, te_seen = 0, chunked = 0, te_other = 0, hosts = 0, rc;
+    int conn_ka = 0, conn_cl = 0, conn_up = 0, upgrade_hdr = 0;
+    uint64_t cl = 0;
+    size_t eol;
+
+    for (;;) {
+        const char *name, *v, *ve;
+        size_t i, nl;
+        rc = http_line(b, len, pos, &eol);
+        if (rc < 0)
+            return -400;
+        if (rc == 0)
+            return len >= MTLSLB_HTTP_HEAD_MAX ? -431 : 0;
+        if (eol + 2 > MTLSLB_HTTP_HEAD_MAX)
+            return -431;
+        if (eol == pos)
+            break;                                  /* the blank line */
+        if (b[pos] == ' ' || b[pos] == '\t')
+            return -400;                            /* obs-fold */
+        if (m->nheaders == MTLSLB_HTTP_HEADERS)
+            return -431;
+        name = b + pos;
+        for (i = pos; i < eol && http_tchar((unsigned char)b[i]); i++)
+            ;
+        if (i == pos || i == eol || b[i] != ':')
+            return -400;                            /* no name, blank before ':' */
+        nl = i - pos;
+        for (v = b + i + 1; v < b + eol && (*v == ' ' || *v == '\t'); v++)
+            ;
+        for (ve = v; ve < b + eol; ve++)
+            if (((unsigned char)*ve < 0x20 && *ve != '\t') || *ve == 0x7f)
+                return -400;                        /* NUL or other control byte */
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        m->headers[m->nheaders].name = name;
+        m->headers[m->nheaders].name_len = nl;
+        m->headers[m->nheaders].value = v;
+        m->headers[m->nheaders].value_len = (size_t)(ve - v);
+        m->nheaders++;
+        if (http_is(name, nl, "content-length")) {
+            uint64_t x;
+            if (http_content_length(v, (size_t)(ve - v), &x) < 0 || (cl_seen && x != cl))
+                return request ? -400 : -502;
+            cl = x;
+            cl_seen = 1;
+        } else if (http_is(name, nl, "transfer-encoding")) {
+            const char *s = v, *e;
+            size_t n;
+            te_seen = 1;
+            while ((e = http_list(&s, ve, &n)) != NULL) {
+                if (n == 0)
+                    return request ? -400 : -502;
+                if (chunked)
+                    return request ? -400 : -502;   /* chunked twice, or not last */
+                if (http_is(e, n, "chunked"))
+                    chunked = 1;
+                else
+                    te_other = 1;
+            }
+        } else if (http_is(name, nl, "host")) {
+            hosts++;
+            m->host = v;
+            m->host_len = (size_t)(ve - v);
+        } else if (http_is(name, nl, "connection")) {
+            const char *s = v, *e;
+            size_t n;
+            while ((e = http_list(&s, ve, &n)) != NULL) {
+                conn_cl |= http_is(e, n, "close");
+                conn_ka |= http_is(e, n, "keep-alive");
+                conn_up |= http_is(e, n, "upgrade");
+            }
+        } else if (http_is(name, nl, "upgrade")) {
+            upgrade_hdr = 1;
+        } else if (http_is(name, nl, "expect")) {
+            m->expect_continue = http_is(v, (size_t)(ve - v), "100-continue");
+        }
+        pos = eol + 2;
+    }
+    m->head_len = eol + 2;
+    m->conn_close = m->version == 11 ? conn_cl : !conn_ka;
+    m->conn_upgrade = conn_up && upgrade_hdr;
+    if (request) {
+        if (te_seen && (cl_seen || m->version == 10))
+            return -400;                            /* CL.TE / TE.CL smuggling */
+        if (te_other)
+            return -501;
+        if (te_seen && !chunked)
+            return -400;
+        if (hosts > 1 || (m->version == 11 && hosts == 0 && !m->host))
+            return -400;
+        m->body = chunked ? MTLSLB_BODY_CHUNKED : cl_seen && cl ? MTLSLB_BODY_LENGTH
+                                                               : MTLSLB_BODY_NONE;
+    } else if (m->body != MTLSLB_BODY_NONE) {
+        if (te_seen && cl_seen)
+            return -502;
+        m->body = chunked ? MTLSLB_BODY_CHUNKED : te_seen ? MTLSLB_BODY_CLOSE :
+                  cl_seen ? MTLSLB_BODY_LENGTH : MTLSLB_BODY_CLOSE;
+    }
+    m->content_length = cl;
+    if (m->body == MTLSLB_BODY_LENGTH && cl == 0)
+        m->body = MTLSLB_BODY_NONE;
+    return (int)m->head_len;
+}
+
+static int http_version(const char *s, size_t n)
+{
+    if (n != 8 || memcmp(s, "HTTP/1.", 7) != 0)
+        return 0;
+    return s[7] == '1' ? 11 : s[7] == '0' ? 10 : 0;
+}
+
+int mtlslb_http_parse_request(const char *b, size_t len, struct mtlslb_http_msg *m)
+{
+    size_t eol, i, sp1, sp2;
+    int rc;
+
+    memset(m, 0, sizeof *m);
+    rc = http_line(b, len, 0, &eol);
+    if (rc < 0)
+        return -400;
+    if (rc == 0)
+        return len > MTLSLB_HTTP_LINE_MAX ? -414 : 0;
+    if (eol > MTLSLB_HTTP_LINE_MAX)
+        return -414;
+    for (i = 0; i < eol && http_tchar((unsigned char)b[i]); i++)
+        ;
+    if (i == 0 || i == eol || b[i] != ' ')
+        return -400;
+    sp1 = i;
+    for (i = sp1 + 1; i < eol && (unsigned char)b[i] > 0x20 && (unsigned char)b[i] < 0x7f; i++)
+        ;
+    if (i == sp1 + 1 || i == eol || b[i] != ' ')
+        return -400;
+    sp2 = i;
+    m->version = http_version(b + sp2 + 1, eol - sp2 - 1);
+    if (!m->version)
+        return -400;
+    m->method = b;
+    m->method_len = sp1;
+    m->target = b + sp1 + 1;
+    m->target_len = sp2 - sp1 - 1;
+    m->path = m->target;
+    m->path_len = m->target_len;
+    if (m->target[0] != '/' && !(m->target_len == 1 && m->target[0] == '*')) {
+        /* absolute-form: its authority is the host (RFC 9112 3.2.2) */
+        const char *a = memchr(m->target, ':', m->target_len), *end = m->target + m->target_len;
+        const char *p;
+        if (!a || a + 3 > end || a[1] != '/' || a[2] != '/')
+            return -400;
+        a += 3;
+        for (p = a; p < end && *p != '/' && *p != '?'; p++)
+            ;
+        if (p == a)
+            return -400;
+        m->host = a;
+        m->host_len = (size_t)(p - a);
+        m->path = p < end ? p : "/";
+        m->path_len = p < end ? (size_t)(end - p) : 1;
+    }
+    return http_headers(b, len, eol + 2, 1, m);
+}
+
+int mtlslb_http_parse_response(const char *b, size_t len, int request_was_head,
+                               struct mtlslb_http_msg *m)
+{
+    size_t eol, i;
+    int rc;
+
+    memset(m, 0, sizeof *m);
+    rc = http_line(b, len, 0, &eol);
+    if (rc < 0)
+        return -502;
+    if (rc == 0)
+        return len >= MTLSLB_HTTP_HEAD_MAX ? -502 : 0;
+    if (eol < 12 || b[8] != ' ' || !(m->version = http_version(b, 8)))
+        return -502;
+    for (i = 9; i < 12; i++)
+        if (b[i] < '0' || b[i] > '9')
+            return -502;
+    if (eol > 12 && b[12] != ' ')
+        return -502;
+    for (i = 12; i < eol; i++)
+        if (((unsigned char)b[i] < 0x20 && b[i] != '\t') || b[i] == 0x7f)
+            return -502;
+    m->status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
+    if (m->status < 100)
+        return -502;
+    m->body = (request_was_head || m->status < 200 || m->status == 204 || m->status == 304)
+                  ? MTLSLB_BODY_NONE : MTLSLB_BODY_CLOSE;
+    rc = http_headers(b, len, eol + 2, 0, m);
+    return rc == -400 || rc == -431 ? -502 : rc;
+}
+
+enum { CH_SIZE0, CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
+       CH_TRAILER0, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE };
+
+static int http_hex(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t len,
+                            int *done)
+{
+    size_t i = 0;
+
+    *done = c->state == CH_DONE;
+    while (i < len && c->state != CH_DONE) {
+        unsigned char ch = (unsigned char)buf[i];
+        int h;
+        switch (c->state) {
+        case CH_SIZE0:
+        case CH_SIZE:
+            h = http_hex(ch);
+            if (h >= 0) {
+                if (++c->digits > 15)
+                    return -1;              /* a size that would overflow */
+                c->left = c->left * 16 + (unsigned)h;
+                c->state = CH_SIZE;
+            } else if (c->state == CH_SIZE && ch == ';') {
+                c->state = CH_EXT;
+            } else if (c->state == CH_SIZE && ch == '\r') {
+                c->state = CH_SIZE_LF;
+            } else {
+                return -1;
+            }
+            break;
+        case CH_EXT:
+            if (ch == '\r')
+                c->state = CH_SIZE_LF;
+            else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return -1;
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n')
+                return -1;
+            c->digits = 0;
+            c->state = c->left ? CH_DATA : CH_TRAILER0;
+            break;
+        case CH_DATA: {
+            size_t n = len - i < c->left ? len - i : (size_t)c->left;
+            c->left -= n;
+            i += n;
+            if (c->left == 0)
+                c->state = CH_DATA_CR;
+            continue;
+        }
+        case CH_DATA_CR:
+            if (ch != '\r')
+                return -1;
+            c->state = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n')
+                return -1;
+            c->state = CH_SIZE0;
+            break;
+        case CH_TRAILER0:
+            if (ch == '\r')
+                c->state = CH_END_LF;
+            else if (ch == '\n' || ch == ' ' || ch == '\t')
+                return -1;
+            else
+                c->state = CH_TRAILER;
+            break;
+        case CH_TRAILER:
+            if (ch == '\r')
+                c->state = CH_TRAILER_LF;
+            else if (ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return -1;
+            break;
+        case CH_TRAILER_LF:
+            if (ch != '\n')
+                return -1;
+            c->state = CH_TRAILER0;
+            break;
+        case CH_END_LF:
+            if (ch != '\n')
+                return -1;
+            c->state = CH_DONE;
+            break;
+        }
+        i++;
+    }
+    *done = c->state == CH_DONE;
+    return (long)i;
+}
+
 /* ---- connecting to a server ---- */
 
 static void conn_connect(struct conn *c);
+
+static void http_error(struct conn *c, int status);
+static void http_pump(struct conn *c);
+
+/* No server could be reached: tcp closes, http answers 502 (or 503 when
+ * the backend has no server to try). */
+static void conn_no_server(struct conn *c, int status)
+{
+    struct mtlslb *S = c->S;
+
+    if (!c->http) {
+        conn_close(c, status == 503 ? "no server up" : "no server reachable");
+        return;
+    }
+    c->st = CONN_HTTP;
+    http_error(c, status);
+    if (!c->dead) {
+        loop_events(S->loop, &c->cli.pl, POLLOUT);
+        http_pump(c);
+    }
+}
 
 static void conn_connect_failed(struct conn *c, int err)
 {
@@ -2582,10 +3469,9 @@ static void conn_connect_failed(struct conn *c, int err)
     log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): connect failed: %s", s->be->name,
             s->cfg->name, s->cfg->addr_text, strerror(err));
     side_close(S, &c->srv);
-    s->active--;
-    c->server = NULL;
-    if (c->tries > c->ls->up->cfg->retries) {
-        conn_close(c, "no server reachable");
+    conn_release_server(c);
+    if (c->tries > c->up->cfg->retries) {
+        conn_no_server(c, 502);
         return;
     }
     conn_connect(c);
@@ -2595,22 +3481,26 @@ static void conn_connected(struct conn *c)
 {
     struct mtlslb *S = c->S;
 
-    c->st = CONN_RELAY;
     timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+    if (c->http) {
+        c->st = CONN_HTTP;
+        c->srv_reused = 0;
+        http_pump(c);
+        return;
+    }
+    c->st = CONN_RELAY;
     relay_pump(c);
 }
 
-static void conn_connect(struct conn *c)
+/* Connect to server s: the connection's reserved socket when it fits. */
+static void conn_connect_to(struct conn *c, struct up_server *s)
 {
     struct mtlslb *S = c->S;
-    struct up_server *s = up_pick(c->ls->up, &c->caddr, S->now);
     const struct mtlslb_server *sc = s->cfg;
     int fd, one = 1;
 
     c->tries++;
-    c->server = s;
-    s->active++;
-    s->total++;
+    conn_use_server(c, s);
     if (c->srv.pl.fd >= 0 && sc->addr.ss_family != AF_INET) {
         close(c->srv.pl.fd);            /* reserved as IPv4 at accept */
         c->srv.pl.fd = -1;
@@ -2645,6 +3535,18 @@ static void conn_connect(struct conn *c)
     timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_connect);
 }
 
+/* Connect to the next server of the connection's backend. */
+static void conn_connect(struct conn *c)
+{
+    struct up_server *s = up_pick(c->up, &c->caddr, c->S->now);
+
+    if (!s) {
+        conn_no_server(c, 503);
+        return;
+    }
+    conn_connect_to(c, s);
+}
+
 static void conn_connect_event(struct conn *c)
 {
     int err = 0;
@@ -2661,24 +3563,752 @@ static void conn_connect_event(struct conn *c)
     conn_connected(c);
 }
 
+/* ---- idle server connections (http) ----
+ *
+ * A server connection that finished a response in keep-alive waits in its
+ * server's pool for the next request, newest first, at most
+ * MTLSLB_POOL_MAX per server and MTLSLB_POOL_IDLE_MS long.  It stays in the
+ * poll set: a server that closes it (or sends anything) gets it dropped.
+ */
+
+struct pconn {
+    struct pollable pl;
+    struct up_server *srv;
+    struct timer tm;
+    struct pconn *next, *prev;
+};
+
+static int pool_put(struct mtlslb *S, struct up_server *s, int fd)
+{
+    struct pconn *p;
+
+    if (s->nidle >= MTLSLB_POOL_MAX || S->stopping || !(p = calloc(1, sizeof *p)))
+        return -1;
+    p->pl.fd = fd;
+    p->pl.kind = PK_POOL;
+    p->pl.slot = -1;
+    p->srv = s;
+    p->tm.kind = TM_POOL;
+    if (loop_add(S->loop, &p->pl, POLLIN) < 0) {
+        free(p);
+        return -1;
+    }
+    p->next = s->idle;
+    if (s->idle)
+        s->idle->prev = p;
+    s->idle = p;
+    s->nidle++;
+    timer_set(S->loop, &p->tm, S->now + MTLSLB_POOL_IDLE_MS);
+    return 0;
+}
+
+/* Out of the pool; returns its descriptor. */
+static int pool_take(struct mtlslb *S, struct pconn *p)
+{
+    int fd = p->pl.fd;
+
+    loop_del(S->loop, &p->pl);
+    timer_del(S->loop, &p->tm);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->srv->idle = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->srv->nidle--;
+    free(p);
+    return fd;
+}
+
+static void pool_drop(struct mtlslb *S, struct pconn *p)
+{
+    close(pool_take(S, p));
+}
+
+static int pool_get(struct mtlslb *S, struct up_server *s)
+{
+    return s->idle ? pool_take(S, s->idle) : -1;
+}
+
+static void pool_clear(struct mtlslb *S)
+{
+    size_t i, j;
+
+    for (i = 0; i < S->nups; i++)
+        for (j = 0; j < S->ups[i].n; j++)
+            while (S->ups[i].srv[j].idle)
+                pool_drop(S, S->ups[i].srv[j].idle);
+}
+
+/* Send the request over an idle connection of server s, if it has one. */
+static int http_attach_pooled(struct conn *c, struct up_server *s)
+{
+    int fd = pool_get(c->S, s);
+
+    if (fd < 0)
+        return -1;
+    if (c->srv.pl.fd >= 0)
+        close(c->srv.pl.fd);            /* the socket reserved at accept */
+    c->srv.pl.fd = fd;
+    if (loop_add(c->S->loop, &c->srv.pl, POLLIN | POLLOUT) < 0) {
+        close(fd);
+        c->srv.pl.fd = -1;
+        return -1;
+    }
+    conn_use_server(c, s);
+    c->srv_reused = 1;
+    return 0;
+}
+
+/* ---- http mode: one request at a time, each balanced on its own ----
+ *
+ * The request head is read from the client, checked, routed and rewritten
+ * into the server side's out buffer; the body follows through relay_move
+ * under its framing (cli.body).  The response head is read into the server
+ * side's buffer, rewritten into the client side's out buffer, and its body
+ * follows the same way (srv.body).  When both messages are complete the
+ * server connection goes back to its server's pool and the next request
+ * (perhaps already buffered: pipelining) is taken.
+ */
+
+static int obuf_add(struct obuf *o, const char *s, size_t n)
+{
+    if (o->len + n > o->cap) {
+        size_t cap = o->cap ? o->cap : 512;
+        char *p;
+        while (cap < o->len + n)
+            cap *= 2;
+        if (!(p = realloc(o->p, cap)))
+            return -1;
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    return 0;
+}
+
+static int obuf_str(struct obuf *o, const char *s)
+{
+    return obuf_add(o, s, strlen(s));
+}
+
+static int obuf_header(struct obuf *o, const char *name, const char *value)
+{
+    return obuf_str(o, name) | obuf_add(o, ": ", 2) | obuf_str(o, value) | obuf_add(o, "\r\n", 2);
+}
+
+static void obuf_reset(struct obuf *o)
+{
+    o->len = o->off = 0;
+}
+
+static const char *http_reason(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+    }
+}
+
+/* Headers a client may not send on (they are ours to set), and the
+ * hop-by-hop ones (RFC 9110 7.6.1). */
+static int http_dropped(const char *n, size_t l, int upgrade)
+{
+    static const char *const names[] = {
+        "connection", "keep-alive", "proxy-connection", "te", "x-forwarded-for",
+        "x-forwarded-proto", "x-real-ip", "x-client-verify", "x-client-subject",
+        "x-client-issuer", "x-client-serial", "x-client-fingerprint", "x-client-not-after",
+        "client-cert", NULL
+    };
+    size_t i;
+
+    for (i = 0; names[i]; i++)
+        if (http_is(n, l, names[i]))
+            return 1;
+    return !upgrade && http_is(n, l, "upgrade");
+}
+
+/* Is a header named in the message's Connection header (so hop-by-hop)? */
+static int http_conn_listed(const struct mtlslb_http_msg *m, const char *n, size_t l)
+{
+    size_t i;
+
+    for (i = 0; i < m->nheaders; i++) {
+        const struct mtlslb_http_header *h = &m->headers[i];
+        const char *s = h->value, *e;
+        size_t el;
+        if (!http_is(h->name, h->name_len, "connection"))
+            continue;
+        while ((e = http_list(&s, h->value + h->value_len, &el)) != NULL)
+            if (el == l && strncasecmp(e, n, l) == 0 && !http_is(e, el, "upgrade"))
+                return 1;
+    }
+    return 0;
+}
+
+/* Copy the headers that pass, as they came. */
+static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, int upgrade)
+{
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; i < m->nheaders; i++) {
+        const struct mtlslb_http_header *h = &m->headers[i];
+        if (http_dropped(h->name, h->name_len, upgrade) ||
+            http_conn_listed(m, h->name, h->name_len))
+            continue;
+        rc |= obuf_add(o, h->name, h->name_len) | obuf_add(o, ": ", 2) |
+              obuf_add(o, h->value, h->value_len) | obuf_add(o, "\r\n", 2);
+    }
+    return rc;
+}
+
+static void b64_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i;
+
+    for (i = 0; i + 2 < n; i += 3) {
+        *out++ = t[in[i] >> 2];
+        *out++ = t[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+        *out++ = t[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+        *out++ = t[in[i + 2] & 63];
+    }
+    if (i < n) {
+        *out++ = t[in[i] >> 2];
+        *out++ = t[((in[i] & 3) << 4) | (i + 1 < n ? in[i + 1] >> 4 : 0)];
+        *out++ = i + 1 < n ? t[(in[i + 1] & 15) << 2] : '=';
+        *out++ = '=';
+    }
+    *out = 0;
+}
+
+/* The request head as the server gets it: the client's headers minus the
+ * ones that are ours to set, then who the client is (SPEC 5). */
+static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, struct obuf *o)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    const struct mtlslb_identity *id = c->id;
+    int rc;
+
+    if (c->caddr.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)&c->caddr)->sin_addr, ip, sizeof ip);
+    else
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)&c->caddr)->sin6_addr, ip, sizeof ip);
+    rc = obuf_add(o, m->method, m->method_len) | obuf_add(o, " ", 1) |
+         obuf_add(o, m->target, m->target_len) |
+         obuf_str(o, m->version == 11 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+    rc |= http_copy_headers(o, m, c->tx.upgrade);
+    if (c->tx.upgrade)
+        rc |= obuf_str(o, "Connection: upgrade\r\n");
+    rc |= obuf_header(o, "X-Forwarded-For", ip) | obuf_header(o, "X-Forwarded-Proto", "https") |
+          obuf_header(o, "X-Real-IP", ip) |
+          obuf_header(o, "X-Client-Verify", id ? "SUCCESS" : "NONE");
+    if (id)
+        rc |= obuf_header(o, "X-Client-Subject", id->subject) |
+              obuf_header(o, "X-Client-Issuer", id->issuer) |
+              obuf_header(o, "X-Client-Serial", id->serial) |
+              obuf_header(o, "X-Client-Fingerprint", id->fingerprint) |
+              obuf_header(o, "X-Client-Not-After", id->not_after);
+    if (c->client_cert)
+        rc |= obuf_header(o, "Client-Cert", c->client_cert);
+    return rc | obuf_add(o, "\r\n", 2);
+}
+
+/* Host without its port, for SNI and route matching. */
+static void http_host(const struct mtlslb_http_msg *m, char *out, size_t cap)
+{
+    size_t n = m->host_len, i;
+    const char *h = m->host;
+
+    if (!h || n == 0) {
+        out[0] = 0;
+        return;
+    }
+    if (h[0] == '[') {
+        const char *e = memchr(h, ']', n);
+        n = e ? (size_t)(e - h) + 1 : n;
+    } else {
+        const char *colon = memchr(h, ':', n);
+        if (colon)
+            n = (size_t)(colon - h);
+    }
+    if (n >= cap)
+        n = cap - 1;
+    for (i = 0; i < n; i++)
+        out[i] = (char)((h[i] >= 'A' && h[i] <= 'Z') ? h[i] - 'A' + 'a' : h[i]);
+    out[n] = 0;
+}
+
+static const struct mtlslb_route *http_route(const struct mtlslb_listener *l, const char *host,
+                                             const struct mtlslb_http_msg *m)
+{
+    size_t i;
+
+    for (i = 0; i < l->nroutes; i++) {
+        const struct mtlslb_route *r = &l->routes[i];
+        if (r->host && !mtlslb_sni_match(r->host, host))
+            continue;
+        if (r->path && (m->path_len < strlen(r->path) ||
+                        memcmp(m->path, r->path, strlen(r->path)) != 0))
+            continue;
+        return r;
+    }
+    return NULL;
+}
+
+static void http_log(struct conn *c)
+{
+    const struct http_tx *t = &c->tx;
+    const struct up_server *s = t->server;
+
+    log_msg(MTLSLB_LOG_INFO, "req %s listener=%s sni=%s cn=%s backend=%s/%s status=%d "
+            "method=%s path=\"%s\" bytes_in=%llu bytes_out=%llu ms=%llu", c->peer,
+            c->ls->cfg->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
+            t->up ? t->up->cfg->name : "-", s ? s->cfg->name : "-", t->status,
+            t->method[0] ? t->method : "-", t->path, (unsigned long long)(c->bytes_in - t->in0),
+            (unsigned long long)(c->bytes_out - t->out0),
+            (unsigned long long)(c->S->now - t->start));
+}
+
+static void http_side_reset(struct side *s)
+{
+    s->pl.fd = -1;
+    s->pl.slot = -1;
+    s->buf.off = s->buf.len = 0;
+    s->wpending = 0;
+    s->eof = s->shut = s->shut_done = s->rd_want_wr = s->wr_want_rd = 0;
+    memset(&s->body, 0, sizeof s->body);
+    obuf_reset(&s->out);
+}
+
+/* Done with the server connection: back to its server's pool when it can
+ * serve another request, closed otherwise. */
+static void http_release_server(struct conn *c, int reusable)
+{
+    struct mtlslb *S = c->S;
+    struct up_server *s = c->server;
+
+    if (!s)
+        return;
+    if (c->srv.pl.slot >= 0)
+        loop_del(S->loop, &c->srv.pl);
+    if (c->srv.pl.fd >= 0) {
+        if (reusable && !c->srv.eof && c->srv.buf.len == 0 && c->srv.out.len == 0 &&
+            pool_put(S, s, c->srv.pl.fd) == 0)
+            c->srv.pl.fd = -1;
+        else
+            close(c->srv.pl.fd);
+    }
+    http_side_reset(&c->srv);
+    conn_release_server(c);
+}
+
+/* Answer the client with an error of ours, then close. */
+static void http_error(struct conn *c, int status)
+{
+    struct http_tx *t = &c->tx;
+    char head[256];
+    const char *reason = http_reason(status);
+    int n;
+
+    if (t->resp_started) {
+        conn_close(c, "server failed mid-response");
+        return;
+    }
+    http_release_server(c, 0);
+    n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%d %s\n", status, reason,
+                 strlen(reason) + 5, status, reason);
+    obuf_reset(&c->cli.out);
+    if (n < 0 || obuf_add(&c->cli.out, head, (size_t)n) < 0) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    t->status = status;
+    t->resp_started = 1;
+    http_log(c);
+    t->rq = HQ_DONE;
+    t->rs = HS_NONE;
+    c->cli.body.kind = BK_NONE;
+    c->closing = 1;
+}
+
+static int http_idempotent(const struct mtlslb_http_msg *m)
+{
+    static const char *const ok[] = { "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", NULL };
+    size_t i;
+
+    for (i = 0; ok[i]; i++)
+        if (m->method_len == strlen(ok[i]) && memcmp(m->method, ok[i], m->method_len) == 0)
+            return 1;
+    return 0;
+}
+
+static void http_body_start(struct side *s, enum mtlslb_http_body b, uint64_t len)
+{
+    memset(&s->body, 0, sizeof s->body);
+    s->body.kind = b == MTLSLB_BODY_LENGTH ? BK_LENGTH : b == MTLSLB_BODY_CHUNKED ? BK_CHUNKED :
+                   b == MTLSLB_BODY_CLOSE ? BK_CLOSE : BK_NONE;
+    s->body.left = len;
+}
+
+/* A complete request head in cli.buf: check it, route it, pass it on. */
+static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
+{
+    struct mtlslb *S = c->S;
+    struct http_tx *t = &c->tx;
+    const struct mtlslb_route *r;
+    struct tls_ctx *asked, *used;
+    struct up_server *s;
+    char host[256];
+    size_t n;
+
+    n = m->method_len < sizeof t->method - 1 ? m->method_len : sizeof t->method - 1;
+    memcpy(t->method, m->method, n);
+    t->method[n] = 0;
+    n = m->path_len < sizeof t->path - 1 ? m->path_len : sizeof t->path - 1;
+    memcpy(t->path, m->path, n);
+    t->path[n] = 0;
+    str_clean(t->path, sizeof t->path, t->path);
+    for (n = 0; t->path[n]; n++)
+        if (t->path[n] == '"')
+            t->path[n] = '?';
+    http_host(m, host, sizeof host);
+    /* SPEC 4: a Host naming another sni entry than the handshake's is 421,
+     * so one name's CA cannot reach another name's routes. */
+    asked = host[0] ? tls_sni_find(&c->ls->tls, host) : NULL;
+    used = tls_ctx_of(&c->ls->tls, c->cli.ssl);
+    if (asked && asked != used) {
+        http_error(c, 421);
+        return;
+    }
+    r = http_route(c->ls->cfg, host, m);
+    t->up = &S->ups[r ? r->backend : c->ls->cfg->backend];
+    t->upgrade = m->conn_upgrade;
+    t->head_req = http_is(m->method, m->method_len, "HEAD");
+    t->keep = !m->conn_close;
+    t->retryable = http_idempotent(m) && m->body == MTLSLB_BODY_NONE;
+    obuf_reset(&c->srv.out);
+    if (http_server_head(c, m, &c->srv.out) < 0) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    c->cli.buf.off += m->head_len;
+    c->cli.buf.len -= m->head_len;
+    http_body_start(&c->cli, m->body, m->content_length);
+    t->rq = m->body == MTLSLB_BODY_NONE ? HQ_DONE : HQ_BODY;
+    t->rs = HS_HEAD;
+    c->up = t->up;
+    c->tries = 0;
+    s = up_pick(c->up, &c->caddr, S->now);
+    if (!s) {
+        http_error(c, 503);
+        return;
+    }
+    if (http_attach_pooled(c, s) == 0)
+        return;
+    conn_connect_to(c, s);
+}
+
+/* A complete response head in srv.buf. */
+static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
+{
+    struct http_tx *t = &c->tx;
+    struct obuf *o = &c->cli.out;
+    size_t eol = (size_t)((const char *)memchr(c->srv.buf.data + c->srv.buf.off, '\r',
+                                               m->head_len) -
+                          (const char *)(c->srv.buf.data + c->srv.buf.off));
+    int rc;
+
+    if (m->status == 101 && !t->upgrade) {
+        http_error(c, 502);
+        return -1;
+    }
+    if (m->status < 200 && m->status != 101) {
+        /* 100 Continue and friends go to the client as they are. */
+        rc = obuf_add(o, (const char *)c->srv.buf.data + c->srv.buf.off, m->head_len);
+        c->srv.buf.off += m->head_len;
+        c->srv.buf.len -= m->head_len;
+        return rc;
+    }
+    t->status = m->status;
+    t->resp_started = 1;
+    t->close_client = !t->keep || m->body == MTLSLB_BODY_CLOSE || t->rq != HQ_DONE ||
+                      c->S->stopping;
+    t->srv_keep = !m->conn_close && m->body != MTLSLB_BODY_CLOSE && m->status != 101;
+    rc = obuf_add(o, (const char *)c->srv.buf.data + c->srv.buf.off, eol + 2);
+    rc |= http_copy_headers(o, m, m->status == 101);
+    if (m->status == 101)
+        rc |= obuf_str(o, "Connection: upgrade\r\n");
+    else if (t->close_client)
+        rc |= obuf_str(o, "Connection: close\r\n");
+    else if (c->tx.version == 10)
+        rc |= obuf_str(o, "Connection: keep-alive\r\n");
+    rc |= obuf_add(o, "\r\n", 2);
+    c->srv.buf.off += m->head_len;
+    c->srv.buf.len -= m->head_len;
+    if (m->status == 101) {
+        /* Upgraded: from now on a plain relay, both ways (WebSocket). */
+        http_log(c);
+        c->cli.body.kind = c->srv.body.kind = BK_TUNNEL;
+        c->st = CONN_RELAY;
+        t->rs = HS_DONE;
+        return rc;
+    }
+    http_body_start(&c->srv, m->body, m->content_length);
+    t->rs = HS_BODY;
+    return rc;
+}
+
+/* The server connection broke before a response byte: retry a request that
+ * went out on a reused connection once, on a fresh one; else 502. */
+static void http_server_gone(struct conn *c, const char *why)
+{
+    struct http_tx *t = &c->tx;
+    struct up_server *s = c->server;
+
+    if (t->rs == HS_HEAD && !t->resp_started && c->srv_reused && t->retryable &&
+        c->srv.buf.len == 0 && t->req_head) {
+        log_msg(MTLSLB_LOG_DEBUG, "%s: reused connection to %s/%s gone (%s): retrying once",
+                c->peer, s->be->name, s->cfg->name, why);
+        http_release_server(c, 0);
+        t->retryable = 0;
+        if (obuf_add(&c->srv.out, t->req_head, t->req_head_len) < 0) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        conn_connect_to(c, s);
+        return;
+    }
+    if (s)
+        log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): %s", s->be->name, s->cfg->name,
+                s->cfg->addr_text, why);
+    if (!t->resp_started)
+        http_error(c, 502);
+    else
+        conn_close(c, why);
+}
+
+/* Both messages are complete: log, release, and take the next request. */
+static void http_finish(struct conn *c)
+{
+    struct http_tx *t = &c->tx;
+
+    http_log(c);
+    http_release_server(c, t->srv_keep && t->rq == HQ_DONE);
+    if (t->close_client || c->cli.eof) {
+        c->closing = 1;
+        return;
+    }
+    free(t->req_head);
+    memset(t, 0, sizeof *t);
+    t->rq = HQ_HEAD;
+    t->rs = HS_NONE;
+    t->start = c->S->now;
+    t->in0 = c->bytes_in;
+    t->out0 = c->bytes_out;
+    memset(&c->cli.body, 0, sizeof c->cli.body);
+}
+
+/*
+ * Move the exchange along as far as the buffered bytes allow.  Returns 1
+ * if its state changed, 0 if not, -1 if the connection was closed.
+ */
+static int http_advance(struct conn *c)
+{
+    struct http_tx *t = &c->tx;
+    struct mtlslb_http_msg m;
+    int rc;
+
+    if (c->closing) {
+        if (c->cli.out.len == 0 && !c->cli.shut) {
+            c->cli.shut = 1;                /* relay_move sends close_notify */
+            return 1;
+        }
+        if (c->cli.shut_done) {
+            conn_close(c, "done");
+            return -1;
+        }
+        return 0;
+    }
+    if (t->rq == HQ_HEAD && t->rs == HS_NONE) {
+        if (c->cli.buf.len == 0) {
+            if (c->cli.eof) {
+                conn_close(c, "done");
+                return -1;
+            }
+            return 0;
+        }
+        if (!t->head_start) {
+            t->head_start = c->S->now;
+            t->start = c->S->now;
+        }
+        rc = mtlslb_http_parse_request((const char *)c->cli.buf.data + c->cli.buf.off,
+                                       c->cli.buf.len, &m);
+        if (rc == 0 && c->cli.eof)
+            rc = -400;                      /* the head was cut short */
+        if (rc == 0)
+            return 0;
+        if (rc < 0) {
+            http_error(c, -rc);
+            return c->dead ? -1 : 1;
+        }
+        t->version = m.version;
+        http_request(c, &m);
+        if (!c->dead && t->retryable && !c->closing) {
+            t->req_head = malloc(c->srv.out.len);
+            if (t->req_head) {
+                memcpy(t->req_head, c->srv.out.p, c->srv.out.len);
+                t->req_head_len = c->srv.out.len;
+            }
+        }
+        return c->dead ? -1 : 1;
+    }
+    if (t->rq == HQ_BODY && c->cli.body.kind != BK_TUNNEL) {
+        if (relay_body_done(&c->cli)) {
+            t->rq = HQ_DONE;
+            return 1;
+        }
+        if (c->cli.eof && c->cli.buf.len == 0) {
+            conn_close(c, "client closed mid-request");
+            return -1;
+        }
+    }
+    if (t->rs == HS_HEAD && c->srv.pl.slot >= 0 && c->st == CONN_HTTP) {
+        if (c->srv.buf.len) {
+            rc = mtlslb_http_parse_response((const char *)c->srv.buf.data + c->srv.buf.off,
+                                            c->srv.buf.len, t->head_req, &m);
+            if (rc < 0) {
+                http_server_gone(c, "invalid response");
+                return c->dead ? -1 : 1;
+            }
+            if (rc > 0) {
+                if (http_response(c, &m) < 0) {
+                    if (!c->dead)
+                        conn_close(c, "out of memory");
+                    return -1;
+                }
+                return 1;
+            }
+        }
+        if (c->srv.eof) {
+            http_server_gone(c, c->srv.buf.len ? "response cut short" : "closed without a response");
+            return c->dead ? -1 : 1;
+        }
+    }
+    if (t->rs == HS_BODY) {
+        if (relay_body_done(&c->srv)) {
+            t->rs = HS_DONE;
+            return 1;
+        }
+        if (c->srv.eof && c->srv.buf.len == 0) {
+            c->closing = 1;                 /* the response was cut short */
+            t->status = t->status ? t->status : 502;
+            http_log(c);
+            return 1;
+        }
+    }
+    if (t->rs == HS_DONE && c->cli.out.len == 0 && (t->rq == HQ_DONE || t->close_client)) {
+        http_finish(c);
+        return 1;
+    }
+    return 0;
+}
+
+static void http_timer(struct conn *c, int moved)
+{
+    struct mtlslb *S = c->S;
+    const struct http_tx *t = &c->tx;
+
+    if (t->rq == HQ_HEAD && t->rs == HS_NONE && c->cli.buf.len && !c->closing)
+        timer_set(S->loop, &c->tm, t->head_start + S->cfg->global.tmo_request);
+    else if (moved || (t->rq == HQ_HEAD && !c->cli.buf.len))
+        timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+}
+
+static void http_pump(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+    int up, down, adv, any = 0;
+
+    do {
+        adv = http_advance(c);
+        if (adv < 0)
+            return;
+        if (c->st == CONN_RELAY) {          /* upgraded */
+            relay_pump(c);
+            return;
+        }
+        if (c->st != CONN_HTTP)
+            return;                         /* connecting to a server */
+        /* -1 without the connection closed: an error answer is queued */
+        up = relay_move(c, &c->cli, &c->srv);
+        if (up < 0 && c->dead)
+            return;
+        down = relay_move(c, &c->srv, &c->cli);
+        if (down < 0 && c->dead)
+            return;
+        up = up != 0;
+        down = down != 0;
+        any |= up | down;
+    } while (up || down || adv);
+    http_timer(c, any);
+    loop_events(S->loop, &c->cli.pl, side_interest(&c->cli, &c->srv));
+    loop_events(S->loop, &c->srv.pl, side_interest(&c->srv, &c->cli));
+}
+
+static void http_bad_framing(struct conn *c, struct side *s)
+{
+    if (s == &c->cli && !c->tx.resp_started)
+        http_error(c, 400);             /* bad chunked request body */
+    else if (s == &c->cli)
+        conn_close(c, "bad chunked framing from the client");
+    else
+        http_server_gone(c, "bad chunked framing in the response");
+}
+
 /* ---- the handshake ---- */
 
+/* Who the client is.  http listeners keep the whole decoded certificate
+ * for the X-Client-* headers; tcp listeners only its CN. */
 static void conn_identity(struct conn *c)
 {
     WOLFSSL *ssl = c->cli.ssl;
     const char *sni = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
     WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(ssl);
-    char cn[256];
+    struct mtlslb_identity id;
+    const unsigned char *der;
+    int len = 0;
 
     if (sni)
         str_clean(c->sni, sizeof c->sni, sni);
-    if (x) {
-        WOLFSSL_X509_NAME *name = wolfSSL_X509_get_subject_name(x);
-        c->has_cert = 1;
-        if (name && wolfSSL_X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof cn) > 0)
-            str_clean(c->cn, sizeof c->cn, cn);
-        wolfSSL_X509_free(x);
+    if (!x)
+        return;
+    c->has_cert = 1;
+    der = wolfSSL_X509_get_der(x, &len);
+    if (der && len > 0 && mtlslb_cert_identity(der, (size_t)len, &id) == 0) {
+        memcpy(c->cn, id.cn, sizeof c->cn);
+        if (c->ls->cfg->mode == MTLSLB_MODE_HTTP && (c->id = malloc(sizeof id)) != NULL)
+            memcpy(c->id, &id, sizeof id);
+        if (c->ls->cfg->forward_cert &&
+            (c->client_cert = malloc(((size_t)len + 2) / 3 * 4 + 3)) != NULL) {
+            c->client_cert[0] = ':';
+            b64_encode(der, (size_t)len, c->client_cert + 1);
+            strcat(c->client_cert, ":");
+        }
     }
+    wolfSSL_X509_free(x);
 }
 
 static void conn_handshake_done(struct conn *c)
@@ -2725,7 +4355,21 @@ static void conn_handshake_done(struct conn *c)
         }
         c->cli.buf.len = (size_t)n;
     }
-    (void)S;
+    c->up = c->ls->up;
+    if (l->mode == MTLSLB_MODE_HTTP) {
+        if (c->has_cert && !c->id) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        c->http = 1;
+        c->st = CONN_HTTP;
+        c->tx.rq = HQ_HEAD;
+        c->tx.rs = HS_NONE;
+        c->tx.start = S->now;
+        http_pump(c);
+        return;
+    }
+    c->cli.body.kind = c->srv.body.kind = BK_TUNNEL;
     conn_connect(c);
 }
 
@@ -2760,6 +4404,24 @@ static void conn_handshake(struct conn *c)
         conn_hs_fail(c, tls_reason_of(&c->ls->tls, c->cli.ssl, err), detail);
 }
 
+static void http_timeout(struct conn *c)
+{
+    const struct http_tx *t = &c->tx;
+
+    if (c->closing)
+        conn_close(c, "idle timeout");
+    else if (t->rq == HQ_HEAD && t->rs == HS_NONE && c->cli.buf.len)
+        http_error(c, 408);                 /* head not complete in time */
+    else if (t->rq == HQ_HEAD && t->rs == HS_NONE)
+        conn_close(c, "keep-alive idle timeout");
+    else if (t->rs == HS_HEAD && !t->resp_started && t->rq == HQ_DONE)
+        http_error(c, 504);                 /* the server is silent */
+    else
+        conn_close(c, "idle timeout");
+    if (!c->dead)
+        http_pump(c);
+}
+
 static void conn_timeout(struct conn *c)
 {
     switch (c->st) {
@@ -2771,6 +4433,9 @@ static void conn_timeout(struct conn *c)
         break;
     case CONN_RELAY:
         conn_close(c, "idle timeout");
+        break;
+    case CONN_HTTP:
+        http_timeout(c);
         break;
     }
 }
@@ -2792,6 +4457,9 @@ static void conn_event(struct side *s, short revents)
         break;
     case CONN_RELAY:
         relay_pump(c);
+        break;
+    case CONN_HTTP:
+        http_pump(c);
         break;
     }
 }
@@ -3160,6 +4828,7 @@ static void loop_on_signal(int sig)
 
 static void loop_stop(struct mtlslb *S)
 {
+    struct conn *c, *next;
     size_t i, j;
 
     if (S->stopping)
@@ -3172,6 +4841,13 @@ static void loop_stop(struct mtlslb *S)
             close(lf->pl.fd);
             lf->pl.fd = -1;
         }
+    for (c = S->conns; c; c = next) {
+        next = c->next;
+        if (c->http && c->st == CONN_HTTP && c->tx.rq == HQ_HEAD && c->tx.rs == HS_NONE &&
+            c->cli.buf.len == 0 && !c->closing)
+            conn_close(c, "stopping");      /* idle keep-alive */
+    }
+    pool_clear(S);
     log_msg(MTLSLB_LOG_INFO, "stopping: listeners closed, %u connection%s open, grace %u ms",
             S->active, S->active == 1 ? "" : "s", S->cfg->global.grace);
     timer_set(S->loop, &S->grace_tm, S->now + S->cfg->global.grace);
@@ -3215,6 +4891,9 @@ static void loop_timer(struct mtlslb *S, struct timer *t)
         while (S->conns)
             conn_close(S->conns, "stopped (grace period over)");
         break;
+    case TM_POOL:
+        pool_drop(S, (struct pconn *)(void *)((char *)t - offsetof(struct pconn, tm)));
+        break;
     }
 }
 
@@ -3229,6 +4908,9 @@ static void loop_dispatch(struct mtlslb *S, struct pollable *p, short revents)
         break;
     case PK_SIDE:
         conn_event((struct side *)(void *)p, revents);
+        break;
+    case PK_POOL:
+        pool_drop(S, (struct pconn *)(void *)p);    /* closed by the server */
         break;
     }
 }
@@ -3367,8 +5049,9 @@ static int main_listen(struct mtlslb *S)
                         l->cfg->binds[j].text, strerror(errno));
                 return -1;
             }
-            log_msg(MTLSLB_LOG_INFO, "listener %s: listening on %s (tcp mode, backend %s)",
-                    l->cfg->name, l->cfg->binds[j].text, l->up->cfg->name);
+            log_msg(MTLSLB_LOG_INFO, "listener %s: listening on %s (%s mode, backend %s)",
+                    l->cfg->name, l->cfg->binds[j].text,
+                    l->cfg->mode == MTLSLB_MODE_TCP ? "tcp" : "http", l->up->cfg->name);
         }
     }
     return 0;
@@ -3421,6 +5104,7 @@ int main(int argc, char **argv)
 {
     const char *file = "/etc/mtlslb.conf";
     int check = 0, i, rc;
+    size_t pool_timers = 0;
     struct mtlslb S;
     struct loop L;
     struct pollable sigp;
@@ -3469,7 +5153,10 @@ int main(int argc, char **argv)
     S.now = now_ms();
     S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
     S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (S.spare_fd < 0 || S.next_fd < 0 || loop_reserve_timers(&L, S.cfg->global.max_conns + 8) < 0 ||
+    for (i = 0; (size_t)i < S.nups; i++)
+        pool_timers += S.ups[i].n * MTLSLB_POOL_MAX;
+    if (S.spare_fd < 0 || S.next_fd < 0 ||
+        loop_reserve_timers(&L, S.cfg->global.max_conns + 8 + pool_timers) < 0 ||
         main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 2;
@@ -3484,6 +5171,8 @@ int main(int argc, char **argv)
             log_msg(MTLSLB_LOG_INFO, "stopped");
     }
     main_close_listeners(&S);
+    if (S.ups)
+        pool_clear(&S);
     if (S.spare_fd >= 0)
         close(S.spare_fd);
     if (S.next_fd >= 0)

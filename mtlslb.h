@@ -23,6 +23,11 @@
 #define MTLSLB_MAX_NAME      64     /* listener, backend and server names */
 #define MTLSLB_PROXY_MAX     536    /* largest PROXY header we ever write */
 #define MTLSLB_BACKOFF_MS    2000   /* a server whose connect failed is skipped */
+#define MTLSLB_HTTP_LINE_MAX 8192   /* request line: longer is 414 */
+#define MTLSLB_HTTP_HEAD_MAX 16384  /* request or response head: longer is 431 / 502 */
+#define MTLSLB_HTTP_HEADERS  100    /* header lines in one head: more is 431 */
+#define MTLSLB_POOL_MAX      16     /* idle connections kept per server */
+#define MTLSLB_POOL_IDLE_MS  15000  /* an idle server connection is closed after */
 
 enum mtlslb_level { MTLSLB_LOG_ERROR, MTLSLB_LOG_WARN, MTLSLB_LOG_INFO, MTLSLB_LOG_DEBUG };
 enum mtlslb_mode { MTLSLB_MODE_HTTP, MTLSLB_MODE_TCP };
@@ -84,6 +89,18 @@ struct mtlslb_listener {
     int default_backend_line;
     size_t backend;                 /* index into config->backends, resolved */
     int send_proxy;                 /* 0, 1 or 2 */
+    int forward_cert;               /* http: RFC 9440 Client-Cert header */
+    struct mtlslb_route *routes;
+    size_t nroutes;
+};
+
+/* route [host PATTERN] [path PREFIX] backend NAME (http mode). */
+struct mtlslb_route {
+    char *host;                     /* lower-cased; "*.x" = one label; NULL = any */
+    char *path;                     /* prefix; NULL = any */
+    char *backend_name;
+    size_t backend;                 /* index into config->backends, resolved */
+    int line;
 };
 
 struct mtlslb_server {
@@ -155,6 +172,76 @@ int mtlslb_proxy_header(int version, const struct sockaddr *src,
                         const struct sockaddr *dst,
                         const struct mtlslb_tls_info *tls,
                         uint8_t *out, size_t cap);
+
+/* ---- HTTP/1.x messages (http mode) ---- */
+
+struct mtlslb_http_header {
+    const char *name, *value;       /* into the parsed buffer, not terminated */
+    size_t name_len, value_len;     /* value without leading/trailing blanks */
+};
+
+enum mtlslb_http_body { MTLSLB_BODY_NONE, MTLSLB_BODY_LENGTH, MTLSLB_BODY_CHUNKED,
+                        MTLSLB_BODY_CLOSE };
+
+struct mtlslb_http_msg {
+    size_t head_len;                /* bytes up to and including the blank line */
+    int version;                    /* 10 or 11 */
+    const char *method, *target;    /* request */
+    size_t method_len, target_len;
+    const char *path;               /* request: the target's path (and query) */
+    size_t path_len;
+    int status;                     /* response */
+    struct mtlslb_http_header headers[MTLSLB_HTTP_HEADERS];
+    size_t nheaders;
+    enum mtlslb_http_body body;     /* framing of what follows the head */
+    uint64_t content_length;
+    const char *host;               /* request: Host value (or from the target) */
+    size_t host_len;
+    unsigned conn_close : 1;        /* Connection: close (or 1.0 without keep-alive) */
+    unsigned conn_upgrade : 1;      /* Connection: upgrade with an Upgrade header */
+    unsigned expect_continue : 1;
+};
+
+/*
+ * Parse a request head at the start of buf.  Returns the head length when
+ * complete, 0 when more bytes are needed, or minus the HTTP status to answer
+ * (-400 malformed, -414 request line too long, -431 head too large, -501
+ * unknown transfer coding).  Strict, as an edge proxy must be: CRLF only, no
+ * obs-fold, no blank before a colon, no control bytes, one Content-Length
+ * value, Transfer-Encoding only "chunked" and never with Content-Length.
+ */
+int mtlslb_http_parse_request(const char *buf, size_t len, struct mtlslb_http_msg *m);
+
+/* The same for a response head (-502 when malformed); request_was_head:
+ * the response has no body whatever its headers say. */
+int mtlslb_http_parse_response(const char *buf, size_t len, int request_was_head,
+                               struct mtlslb_http_msg *m);
+
+/* Chunked body framing (RFC 9112 7.1), fed any slices of the body. */
+struct mtlslb_http_chunk {
+    int state;
+    uint64_t left;                  /* data bytes left in this chunk */
+    unsigned digits;
+};
+
+/* Consume body bytes: returns how many of len belong to the body (all, or up
+ * to the end of the last chunk's trailer, when *done is set), or -1 when the
+ * framing is malformed (bad or overflowing size, bare LF, ...). */
+long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t len,
+                            int *done);
+
+/* What a client certificate says, for the X-Client-* headers and logs. */
+struct mtlslb_identity {
+    char subject[1024];             /* RFC 4514 (2253) DN, control bytes escaped */
+    char issuer[1024];
+    char serial[132];               /* upper-case hex */
+    char fingerprint[65];           /* SHA-256 of the DER, lower-case hex */
+    char not_after[24];             /* 2026-11-22T13:21:23Z */
+    char cn[256];                   /* first CN, printable ASCII only */
+};
+
+/* Decode a DER certificate.  Returns 0, or -1 if it does not parse. */
+int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity *id);
 
 /*
  * Does an SNI pattern match a host name?  Exact names compare

@@ -241,8 +241,11 @@ EOF
     check_bad bad-duration 2 "bad duration '10x'"
     { base; echo "    check http GET /healthz"; } >"$d/not-yet.conf"
     check_bad not-yet 10 "'check' is not supported yet"
-    base | sed 's/^    mode tcp$/    mode http/' >"$d/mode-http.conf"
-    check_bad mode-http 4 "mode http is not supported yet"
+    base | sed 's/^    mode tcp$/    mode http\n    send-proxy v2/' >"$d/proxy-in-http.conf"
+    check_bad proxy-in-http 3 "send-proxy is for mode tcp"
+    { base; echo "    route path /x backend nope"; } | sed 's/^    mode tcp$/    mode http/' \
+        >"$d/route-undefined.conf"
+    check_bad route-undefined 10 "undefined backend 'nope'"
 }
 
 # Good client through; each bad certificate refused with its reason logged.
