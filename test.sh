@@ -242,10 +242,10 @@ EOF
     { base; echo "    check http GET /healthz"; } >"$d/not-yet.conf"
     check_bad not-yet 10 "'check' is not supported yet"
     base | sed 's/^    mode tcp$/    mode http\n    send-proxy v2/' >"$d/proxy-in-http.conf"
-    check_bad proxy-in-http 3 "send-proxy is for mode tcp"
-    { base; echo "    route path /x backend nope"; } | sed 's/^    mode tcp$/    mode http/' \
+    check_bad proxy-in-http 2 "send-proxy is for mode tcp"
+    base | sed 's/^    mode tcp$/    mode http/; s|^    default-backend web$|&\n    route path /x backend nope|' \
         >"$d/route-undefined.conf"
-    check_bad route-undefined 10 "undefined backend 'nope'"
+    check_bad route-undefined 8 "undefined backend 'nope'"
 }
 
 # Good client through; each bad certificate refused with its reason logged.
@@ -1076,6 +1076,328 @@ PY
     kill $sp 2>/dev/null; wait $sp 2>/dev/null
 }
 
+# ------------------------------------------------------------ http mode
+
+# conf_http PORT BACKENDS_AND_MORE [LISTENER_EXTRA]: one http listener whose
+# default backend is web; the caller writes the backend sections.
+conf_http() {
+    conf_global | sed 's/timeout idle 20s/timeout idle 2s\n    timeout request 1s/'
+    cat <<EOF
+listener https
+    bind 127.0.0.1:$1
+    mode http
+    cert $PKI/server.crt $PKI/server.key
+    ca $PKI/ca.crt
+    crl $PKI/ca.crl
+${3:-}
+    default-backend web
+$2
+EOF
+}
+
+# hraw PORT STRING [tlsclient raw options]: send STRING over mTLS, print the reply.
+hraw() {
+    local port=$1 str=$2; shift 2
+    tlsclient --connect "127.0.0.1:$port" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        --ca "$PKI/ca.crt" --servername localhost --timeout 5 raw --send "$str" "$@" 2>&1
+}
+
+# status lines of a raw reply, space-separated
+statuses() { grep -o '^HTTP/1\.[01] [0-9][0-9][0-9]' | awk '{printf "%s%s", sep, $2; sep=" "}'; }
+
+t_http_keepalive() {
+    local lp b1 b2 urls=() i out
+    newport lp; newport b1; newport b2
+    start_backend http "$b1" one; start_backend http "$b2" two
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$b1
+    server b 127.0.0.1:$b2" >"$W/ka.conf"
+    start_lb "$W/ka.conf" || { fail http-keepalive "no mtlslb"; return; }
+    for i in $(seq 10); do urls+=(-o /dev/null "https://localhost:$lp/r$i"); done
+    out=$(curl -s -w '%{num_connects} ' --max-time 10 --cacert "$PKI/ca.crt" \
+        --cert "$PKI/client.crt" --key "$PKI/client.key" "${urls[@]}")
+    if [ "$(hits "$b1")/$(hits "$b2")" = 5/5 ] && [ "$out" = "1 0 0 0 0 0 0 0 0 0 " ]; then
+        pass "http: 10 requests on one keep-alive connection alternate 5/5, one TLS handshake"
+    else
+        fail http-keepalive "split $(hits "$b1")/$(hits "$b2"), connects: $out"
+    fi
+    out=$(hraw "$lp" 'GET /p1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p2 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p3 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' --keep-open)
+    if [ "$(statuses <<<"$out")" = "200 200 200" ] && grep -q "GET /p3" "$W/be.$b1.log" "$W/be.$b2.log" &&
+       [ "$(grep -h 'GET /p[123]' "$W/be.$b1.log" "$W/be.$b2.log" | wc -l)" = 3 ]; then
+        pass "http: three pipelined requests are answered in order"
+    else
+        fail "http pipelining" "$(statuses <<<"$out")"
+    fi
+    stop_lb
+    stop_backend "$b1"; stop_backend "$b2"
+}
+
+t_http_headers() {
+    local lp bp body fp
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" "    forward-cert on" >"$W/hdr.conf"
+    start_lb "$W/hdr.conf" || { fail http-headers "no mtlslb"; return; }
+    body=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        -H "X-Forwarded-For: 6.6.6.6" -H "x-client-subject: CN=admin" -H "X-Real-IP: 6.6.6.6" \
+        -H "X-Client-Verify: FORGED" -H "Client-Cert: :Zm9yZ2Vk:" -H "X-Forwarded-Proto: http" \
+        "https://localhost:$lp/headers")
+    fp=$(openssl x509 -in "$PKI/client.crt" -outform DER | sha256sum | cut -d' ' -f1)
+    if python3 - "$body" "$fp" "$PKI/client.crt" <<'PY'
+import base64, subprocess, sys
+body, fp, crt = sys.argv[1], sys.argv[2], sys.argv[3]
+h = {}
+for line in body.splitlines():
+    k, _, v = line.partition(": ")
+    h.setdefault(k.lower(), []).append(v)
+def one(k):
+    assert len(h.get(k, [])) == 1, (k, h.get(k))
+    return h[k][0]
+der = subprocess.run(["openssl", "x509", "-in", crt, "-outform", "DER"], capture_output=True).stdout
+ossl = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-subject", "-issuer", "-serial",
+                       "-nameopt", "RFC2253"], capture_output=True, text=True).stdout.splitlines()
+assert one("x-forwarded-for") == "127.0.0.1"
+assert one("x-real-ip") == "127.0.0.1"
+assert one("x-forwarded-proto") == "https"
+assert one("x-client-verify") == "SUCCESS"
+assert one("x-client-subject") == ossl[0].split("=", 1)[1], (one("x-client-subject"), ossl)
+assert one("x-client-issuer") == ossl[1].split("=", 1)[1]
+assert one("x-client-serial") == ossl[2].split("=", 1)[1]
+assert one("x-client-fingerprint") == fp
+assert one("x-client-not-after") == "%s" % one("x-client-not-after") and one("x-client-not-after").endswith("Z")
+assert one("client-cert") == ":" + base64.b64encode(der).decode() + ":"
+PY
+    then
+        pass "http: the backend gets X-Forwarded-*, X-Real-IP and X-Client-* (fingerprint = sha256 of the DER), spoofed copies dropped"
+    else
+        fail http-headers "backend saw: $(tr '\n' '|' <<<"$body")"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+# A certificate whose subject holds CR LF cannot split a header.
+t_http_evil_subject() {
+    local lp bp body d=$W/evil
+    newport lp; newport bp
+    mkdir -p "$d"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/evil.key" \
+        -out "$d/evil.csr" -subj $'/O=Acme/CN=evil\r\nX-Injected: yes' 2>/dev/null
+    openssl x509 -req -in "$d/evil.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -days 2 \
+        -out "$d/evil.crt" 2>/dev/null
+    start_backend http "$bp" web1
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" >"$W/evil.conf"
+    start_lb "$W/evil.conf" || { fail evil-subject "no mtlslb"; return; }
+    body=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$d/evil.crt" --key "$d/evil.key" \
+        "https://localhost:$lp/headers")
+    if [ "$(grep -ci '^x-client-subject:' <<<"$body")" = 1 ] &&
+       grep -q '^X-Client-Subject: CN=evil\\0D\\0AX-Injected: yes,O=Acme$' <<<"$body" &&
+       ! grep -qi '^x-injected' <<<"$body"; then
+        pass "http: a subject with CR LF arrives as one X-Client-Subject line, escaped (\\0D\\0A)"
+    else
+        fail evil-subject "backend saw: $(tr '\n' '|' <<<"$body")"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+t_http_routes() {
+    local lp bw ba bh c
+    newport lp; newport bw; newport ba; newport bh
+    start_backend http "$bw" web; start_backend http "$ba" api; start_backend http "$bh" app
+    conf_http "$lp" "backend web
+    server w 127.0.0.1:$bw
+backend api
+    server a 127.0.0.1:$ba
+backend app
+    server h 127.0.0.1:$bh" "    sni app.example.com $PKI/app.crt $PKI/app.key
+    route host app.example.com backend app
+    route path /api backend api" >"$W/routes.conf"
+    start_lb "$W/routes.conf" || { fail http-routes "no mtlslb"; return; }
+    get() {
+        curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+            --resolve "app.example.com:$lp:127.0.0.1" "$@"
+    }
+    c="$(get "https://app.example.com:$lp/api/x") $(get "https://localhost:$lp/api/v1") $(get "https://localhost:$lp/apix") $(get "https://localhost:$lp/")"
+    if [ "$c" = "app api api web" ]; then
+        pass "http: routes by host, then by path prefix, else the default backend"
+    else
+        fail http-routes "got '$c'"
+    fi
+    c=$(get -o /dev/null -w '%{http_code}' -H "Host: APP.example.com:443" "https://localhost:$lp/")
+    [ "$c" = 421 ] && pass "http: Host naming another sni entry than the handshake's gets 421" ||
+        fail "http 421" "got $c"
+    stop_lb
+    stop_backend "$bw"; stop_backend "$ba"; stop_backend "$bh"
+}
+
+t_http_errors() {
+    local lp bp silent sp out c
+    newport lp; newport bp; newport silent
+    start_backend http "$bp" web1
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" >"$W/err.conf"
+    start_lb "$W/err.conf" || { fail http-errors "no mtlslb"; return; }
+    # expect NAME STATUS REQUEST
+    expect() {
+        out=$(hraw "$lp" "$3")
+        if [[ $(statuses <<<"$out") == "$2" ]] && grep -q "^Content-Type: text/plain" <<<"$out"; then
+            pass "http: $1 -> $2"
+        else
+            fail "http $1" "wanted $2, got: $(head -1 <<<"$out")"
+        fi
+    }
+    local H='Host: localhost\r\n'
+    expect "malformed request line" 400 'GET /\r\n\r\n'
+    expect "Content-Length with Transfer-Encoding" 400 "POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    expect "differing Content-Lengths" 400 "POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+    expect "Content-Length with a sign" 400 "POST / HTTP/1.1\r\n${H}Content-Length: +3\r\n\r\nabc"
+    expect "Transfer-Encoding: xchunked" 501 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: xchunked\r\n\r\n"
+    expect "chunked twice" 400 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"
+    expect "bad chunk size" 400 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"
+    expect "overflowing chunk size" 400 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\n"
+    expect "obs-fold" 400 "GET / HTTP/1.1\r\n${H}X-A: 1\r\n  folded\r\n\r\n"
+    expect "blank before the colon" 400 "GET / HTTP/1.1\r\n${H}X-A : 1\r\n\r\n"
+    expect "control byte in a value" 400 "GET / HTTP/1.1\r\n${H}X-A: a\x01b\r\n\r\n"
+    expect "bare LF" 400 "GET / HTTP/1.1\n${H}\r\n"
+    expect "missing Host" 400 'GET / HTTP/1.1\r\n\r\n'
+    expect "request line over 8 KB" 414 "GET /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n"
+    expect "headers over 16 KB" 431 "GET / HTTP/1.1\r\n${H}X-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n"
+    out=$(hraw "$lp" "GET / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
+    [[ $(statuses <<<"$out") == 408 ]] && pass "http: a head not complete within timeout request -> 408" ||
+        fail "http 408" "got: $(head -1 <<<"$out")"
+    c=$(cget "https://localhost:$lp/")
+    [ "$c" = 200 ] && pass "http: after all that, a good request on a new connection succeeds" ||
+        fail "http after errors" "got $c"
+    stop_lb
+    # 502 when the server is down, 504 when it accepts and never answers.
+    python3 - "$silent" "$W/silent.ready" <<'PY' &
+import socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1])))
+l.listen(16)
+open(sys.argv[2], "w").close()
+held = []
+while True:
+    c, _ = l.accept()
+    held.append(c)                  # read nothing, answer nothing
+PY
+    sp=$!
+    wait_file "$W/silent.ready"
+    stop_backend "$bp"
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp
+backend silent
+    server s 127.0.0.1:$silent" "    route path /silent backend silent" >"$W/err2.conf"
+    start_lb "$W/err2.conf" || { fail http-502 "no mtlslb"; kill $sp; return; }
+    c=$(cget "https://localhost:$lp/")
+    [ "$c" = 502 ] && pass "http: server down -> 502" || fail "http 502" "got $c"
+    c=$(cget "https://localhost:$lp/silent")
+    [ "$c" = 504 ] && grep -q "status=504" "$LB_LOG" && pass "http: server silent past timeout idle -> 504" ||
+        fail "http 504" "got $c"
+    stop_lb
+    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+}
+
+t_http_bodies() {
+    local lp bp out sha
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" | sed 's/timeout idle 2s/timeout idle 20s/' >"$W/bodies.conf"
+    start_lb "$W/bodies.conf" || { fail http-bodies "no mtlslb"; return; }
+    head -c $((20 << 20)) /dev/urandom >"$W/up.bin"
+    sha=$(sha256sum <"$W/up.bin" | cut -d' ' -f1)
+    out=$(curl -s -D - -o /dev/null --max-time 60 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" --data-binary @"$W/up.bin" "https://localhost:$lp/upload")
+    grep -qi "^x-body-sha256: $sha" <<<"$out" && pass "http: a 20 MiB POST with Content-Length arrives byte-exact" ||
+        fail "http CL upload" "$(grep -i x-body <<<"$out")"
+    out=$(curl -s -D - -o /dev/null --max-time 60 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" -H "Transfer-Encoding: chunked" --data-binary @"$W/up.bin" \
+        "https://localhost:$lp/upload")
+    grep -qi "^x-body-sha256: $sha" <<<"$out" && pass "http: a 20 MiB chunked POST arrives byte-exact" ||
+        fail "http chunked upload" "$(grep -i x-body <<<"$out")"
+    out=$(curl -s --max-time 60 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        "https://localhost:$lp/bytes/$((32 << 20))" | sha256sum | cut -d' ' -f1)
+    [ "$out" = "$(head -c $((32 << 20)) /dev/zero | tr '\0' x | sha256sum | cut -d' ' -f1)" ] &&
+        pass "http: a 32 MiB download is byte-exact" || fail "http download" "sha $out"
+    out=$(hraw "$lp" 'HEAD /bytes/1000 HTTP/1.1\r\nHost: l\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: l\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: l\r\n\r\nGET /chunked HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n' --keep-open)
+    if [ "$(statuses <<<"$out")" = "200 304 204 200" ] && grep -q "^web1$" <<<"$out"; then
+        pass "http: HEAD, 304 and 204 carry no body and keep the connection going; chunked responses pass"
+    else
+        fail "http no-body responses" "$(statuses <<<"$out")"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+t_http_upgrade() {
+    local lp bp out
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" >"$W/up.conf"
+    start_lb "$W/up.conf" || { fail http-upgrade "no mtlslb"; return; }
+    out=$(hraw "$lp" 'GET /ws HTTP/1.1\r\nHost: l\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello through the tunnel')
+    if [ "$(statuses <<<"$out")" = 101 ] && grep -q "hello through the tunnel" <<<"$out"; then
+        pass "http: Upgrade answered 101 turns into a relay (bytes echo back)"
+    else
+        fail http-upgrade "$out"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+# Server connections are pooled; one the server closed does not fail the next request.
+t_http_reuse() {
+    local lp bp sp i c ok=0
+    newport lp; newport bp
+    python3 - "$bp" "$W/ka.ready" "$W/ka.ports" <<'PY' &
+import http.server, socketserver, sys
+port, ready, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 0.5                   # closes a connection idle for 0.5 s
+    def do_GET(self):
+        body = b"ok\n"
+        with open(log, "a") as f:
+            f.write("%d\n" % self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+s = S(("127.0.0.1", port), H)
+open(ready, "w").close()
+s.serve_forever()
+PY
+    sp=$!
+    wait_file "$W/ka.ready"
+    conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" >"$W/reuse.conf"
+    start_lb "$W/reuse.conf" || { fail http-reuse "no mtlslb"; kill $sp; return; }
+    for i in $(seq 6); do [ "$(cget "https://localhost:$lp/")" = 200 ] && ok=$((ok + 1)); done
+    c=$(sort -u "$W/ka.ports" | wc -l)
+    if [ $ok = 6 ] && [ "$c" -lt 6 ]; then
+        pass "http: 6 requests on 6 client connections used $c server connection(s)"
+    else
+        fail http-reuse "$ok/6 ok, $c server connections"
+    fi
+    sleep 1                         # the server closes the pooled connection
+    c=$(cget "https://localhost:$lp/")
+    [ "$c" = 200 ] && pass "http: a pooled connection the server closed does not fail the next request" ||
+        fail "http stale pool" "got $c"
+    stop_lb
+    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -1092,7 +1414,9 @@ t_sanitizers() {
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals t_log_level
-t_ipv6 t_backpressure t_no_spin t_resumption t_build t_sanitizers"
+t_ipv6 t_backpressure t_no_spin t_resumption
+t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
+t_http_upgrade t_http_reuse t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
