@@ -783,6 +783,100 @@ static int cfg_route(struct cfg_parser *p, int argc, char **argv)
     return 0;
 }
 
+static int http_tchar_str(const char *s)
+{
+    const char *q;
+
+    for (q = s; *q; q++)
+        if (!((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || *q == '-'))
+            return 0;
+    return q != s;
+}
+
+/* check tcp | check http METHOD PATH [expect CODE|2xx|3xx] */
+static int cfg_check(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_backend *b = cfg_be(p);
+    unsigned code;
+
+    b->check_line = p->line;
+    if (strcmp(argv[1], "tcp") == 0 && argc == 2) {
+        b->check = MTLSLB_CHECK_TCP;
+        return 0;
+    }
+    if (strcmp(argv[1], "http") != 0 || (argc != 4 && argc != 6) ||
+        (argc == 6 && strcmp(argv[4], "expect") != 0)) {
+        cfg_error(p, p->line, "check takes 'tcp' or 'http METHOD PATH [expect CODE|2xx|3xx]'");
+        return -1;
+    }
+    if (!http_tchar_str(argv[2]) || argv[3][0] != '/' || strpbrk(argv[3], " \t\r\n")) {
+        cfg_error(p, p->line, "check http: bad method '%s' or path '%s'", argv[2], argv[3]);
+        return -1;
+    }
+    b->check = MTLSLB_CHECK_HTTP;
+    free(b->check_method);
+    free(b->check_path);
+    b->check_method = xstrdup(argv[2]);
+    b->check_path = xstrdup(argv[3]);
+    if (!b->check_method || !b->check_path) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    b->check_expect = 0;
+    if (argc == 6) {
+        if (strcmp(argv[5], "2xx") == 0)
+            b->check_expect = 2;
+        else if (strcmp(argv[5], "3xx") == 0)
+            b->check_expect = 3;
+        else if (cfg_uint(argv[5], 100, 599, &code) == 0)
+            b->check_expect = (int)code;
+        else {
+            cfg_error(p, p->line, "check: expect takes a status code, 2xx or 3xx, not '%s'",
+                      argv[5]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int cfg_check_time(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_backend *b = cfg_be(p);
+
+    (void)argc;
+    return cfg_duration(p, argv[0], argv[1], 1,
+                        strcmp(argv[0], "check-interval") == 0 ? &b->check_interval
+                                                               : &b->check_timeout);
+}
+
+static int cfg_rise_fall(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_backend *b = cfg_be(p);
+
+    (void)argc;
+    if (cfg_uint(argv[1], 1, 100, strcmp(argv[0], "rise") == 0 ? &b->rise : &b->fall) < 0) {
+        cfg_error(p, p->line, "%s takes a number from 1 to 100, not '%s'", argv[0], argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_stats(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_bind *b = &p->cfg->global.stats;
+
+    (void)argc;
+    if (cfg_addr(p, argv[1], 1, &b->addr, &b->addrlen) < 0)
+        return -1;
+    free(b->text);
+    b->line = p->line;
+    if (!(b->text = xstrdup(argv[1]))) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static int cfg_balance(struct cfg_parser *p, int argc, char **argv)
 {
     static const char *const names[] = { "roundrobin", "leastconn", "source", NULL };
@@ -821,7 +915,9 @@ static int cfg_name_ok(struct cfg_parser *p, const char *what, const char *s)
     return 0;
 }
 
-/* server NAME ADDR [weight N] [backup] [tls ...] */
+static char *cfg_lower(const char *s);
+
+/* server NAME ADDR [weight N] [backup] [tls [ca FILE] [sni NAME] [cert CRT KEY]] */
 static int cfg_server(struct cfg_parser *p, int argc, char **argv)
 {
     struct mtlslb_backend *b = cfg_be(p);
@@ -855,10 +951,24 @@ static int cfg_server(struct cfg_parser *p, int argc, char **argv)
         } else if (strcmp(argv[a], "backup") == 0) {
             s->backup = 1;
         } else if (strcmp(argv[a], "tls") == 0) {
-            cfg_error(p, p->line, "'server ... tls' is not supported yet");
-            return -1;
+            s->tls = 1;
+        } else if (s->tls && strcmp(argv[a], "ca") == 0 && a + 1 < argc) {
+            if (cfg_file(p, &s->tls_ca, argv[++a]) < 0)
+                return -1;
+        } else if (s->tls && strcmp(argv[a], "sni") == 0 && a + 1 < argc) {
+            free(s->tls_sni);
+            if (!(s->tls_sni = cfg_lower(argv[++a]))) {
+                cfg_error(p, p->line, "out of memory");
+                return -1;
+            }
+        } else if (s->tls && strcmp(argv[a], "cert") == 0 && a + 2 < argc) {
+            if (cfg_file(p, &s->tls_cert, argv[a + 1]) < 0 ||
+                cfg_file(p, &s->tls_key, argv[a + 2]) < 0)
+                return -1;
+            a += 2;
         } else {
-            cfg_error(p, p->line, "server: unknown option '%s' (weight N, backup, tls)", argv[a]);
+            cfg_error(p, p->line, "server: unknown option '%s' (weight N, backup, tls [ca FILE] "
+                      "[sni NAME] [cert CRT KEY])", argv[a]);
             return -1;
         }
     }
@@ -887,13 +997,13 @@ static const struct cfg_directive cfg_table[] = {
     { "bind",            SEC_LISTENER, 1, 1,  cfg_bind },
     { "ca",              SEC_LISTENER, 1, 1,  cfg_ca },
     { "cert",            SEC_LISTENER, 2, 2,  cfg_cert },
-    { "check",           SEC_BACKEND,  0, 99, cfg_later },
-    { "check-interval",  SEC_BACKEND,  0, 99, cfg_later },
-    { "check-timeout",   SEC_BACKEND,  0, 99, cfg_later },
+    { "check",           SEC_BACKEND,  1, 5,  cfg_check },
+    { "check-interval",  SEC_BACKEND,  1, 1,  cfg_check_time },
+    { "check-timeout",   SEC_BACKEND,  1, 1,  cfg_check_time },
     { "ciphers",         SEC_LISTENER, 1, 1,  cfg_ciphers },
     { "crl",             SEC_LISTENER, 1, 1,  cfg_crl_l },
     { "default-backend", SEC_LISTENER, 1, 1,  cfg_default_backend },
-    { "fall",            SEC_BACKEND,  0, 99, cfg_later },
+    { "fall",            SEC_BACKEND,  1, 1,  cfg_rise_fall },
     { "forward-cert",    SEC_LISTENER, 1, 1,  cfg_forward_cert },
     { "grace",           SEC_GLOBAL,   1, 1,  cfg_grace },
     { "log",             SEC_GLOBAL,   1, 1,  cfg_log },
@@ -901,13 +1011,13 @@ static const struct cfg_directive cfg_table[] = {
     { "max-conns",       SEC_GLOBAL,   1, 1,  cfg_max_conns },
     { "mode",            SEC_LISTENER, 1, 1,  cfg_mode },
     { "retries",         SEC_BACKEND,  1, 1,  cfg_retries },
-    { "rise",            SEC_BACKEND,  0, 99, cfg_later },
+    { "rise",            SEC_BACKEND,  1, 1,  cfg_rise_fall },
     { "route",           SEC_LISTENER, 2, 9,  cfg_route },
     { "send-proxy",      SEC_LISTENER, 1, 1,  cfg_send_proxy },
-    { "server",          SEC_BACKEND,  2, 8,  cfg_server },
+    { "server",          SEC_BACKEND,  2, 16, cfg_server },
     { "sni",             SEC_LISTENER, 3, 9,  cfg_sni },
     { "sni-strict",      SEC_LISTENER, 1, 1,  cfg_sni_strict },
-    { "stats",           SEC_GLOBAL,   0, 99, cfg_later },
+    { "stats",           SEC_GLOBAL,   1, 1,  cfg_stats },
     { "timeout",         SEC_GLOBAL,   2, 2,  cfg_timeout },
     { "tls-min",         SEC_LISTENER, 1, 1,  cfg_tls_min },
     { "user",            SEC_GLOBAL,   0, 99, cfg_later },
@@ -1015,6 +1125,10 @@ static int cfg_section(struct cfg_parser *p, int argc, char **argv)
             goto oom;
         b->line = p->line;
         b->retries = 1;
+        b->check_interval = 2000;
+        b->check_timeout = 1000;
+        b->rise = 2;
+        b->fall = 3;
         p->sec = SEC_BACKEND;
         p->cur = c->nbackends - 1;
     }
@@ -1283,11 +1397,18 @@ void mtlslb_config_free(struct mtlslb_config *c)
         for (j = 0; j < b->nservers; j++) {
             free(b->servers[j].name);
             free(b->servers[j].addr_text);
+            free(b->servers[j].tls_ca.path);
+            free(b->servers[j].tls_cert.path);
+            free(b->servers[j].tls_key.path);
+            free(b->servers[j].tls_sni);
         }
+        free(b->check_method);
+        free(b->check_path);
         free(b->servers);
         free(b->name);
     }
     free(c->backends);
+    free(c->global.stats.text);
     free(c->file);
     free(c);
 }
@@ -2174,21 +2295,75 @@ static void tls_crl_watch(struct tls_listener *t, time_t now)
  * upstreams (selection, health checks)
  *
  * Runtime state of each backend server beside its model entry.  Chooses a
- * server for a connection; a server whose connect failed is skipped for
- * MTLSLB_BACKOFF_MS.  Backup servers are chosen only when no other is.
+ * server for a connection or request among those up; a server whose connect
+ * failed is skipped for MTLSLB_BACKOFF_MS.  Backup servers are chosen only
+ * when no other is.  Health checks and the TLS contexts for servers live
+ * here too.
  * ====================================================================== */
 
+struct loop;
+struct mtlslb;
+
+/* Anything with a pollfd slot starts with this. */
+enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE, PK_POOL, PK_CHECK, PK_STATS_LISTEN,
+                     PK_STATS };
+
+struct pollable {
+    int fd;
+    int slot;                       /* index in the pollfd array, -1 = none */
+    enum pollable_kind kind;
+};
+
+enum timer_kind { TM_CONN, TM_ACCEPT, TM_TICK, TM_GRACE, TM_POOL, TM_CHECK, TM_STATS };
+
+struct timer {
+    uint64_t when;
+    size_t idx;                     /* heap position + 1; 0 = not armed */
+    enum timer_kind kind;
+};
+
+/* The event loop's interface (defined in its section, below). */
+static int loop_add(struct loop *L, struct pollable *p, short events);
+static void loop_del(struct loop *L, struct pollable *p);
+static void loop_events(struct loop *L, const struct pollable *p, short events);
+static void timer_set(struct loop *L, struct timer *t, uint64_t when);
+static void timer_del(struct loop *L, struct timer *t);
+
 struct pconn;
+struct up_backend;
+
+enum hc_state { HC_IDLE, HC_CONNECT, HC_HANDSHAKE, HC_SEND, HC_RECV };
+
+/* A server's health check: one at a time, see hc_event. */
+struct hc {
+    struct pollable pl;
+    struct timer tm;                /* idle: the next start; running: its deadline */
+    enum hc_state st;
+    WOLFSSL *ssl;
+    uint64_t started;
+    unsigned oks, fails;            /* consecutive results */
+    char req[512];
+    size_t req_len, req_off;
+    char resp[256];
+    size_t resp_len;
+    char last[120];                 /* "ok", "timeout", "status 500", ... */
+    time_t last_time;               /* 0 = never checked */
+    unsigned last_ms;
+};
 
 struct up_server {
     const struct mtlslb_server *cfg;
     const struct mtlslb_backend *be;
+    struct up_backend *ub;
+    int up;                         /* by the health checks; always 1 without */
     int cur;                        /* smooth weighted round-robin state */
     unsigned active;
     uint64_t total, fails, bytes_in, bytes_out;
     uint64_t backoff_until;         /* monotonic ms */
     struct pconn *idle;             /* http: idle connections, newest first */
     unsigned nidle;
+    WOLFSSL_CTX *tls_ctx;           /* `server ... tls` */
+    struct hc hc;
 };
 
 struct up_backend {
@@ -2202,7 +2377,7 @@ struct up_backend {
  * 2: primary regardless; 3: backup regardless (better a try than nothing). */
 static int up_eligible(const struct up_server *s, int level, uint64_t now)
 {
-    if (s->cfg->backup != (level & 1))
+    if (!s->up || s->cfg->backup != (level & 1))
         return 0;
     return level >= 2 || s->backoff_until <= now;
 }
@@ -2313,11 +2488,362 @@ static int up_init(struct up_backend *b, const struct mtlslb_backend *cfg)
         return -1;
     b->n = cfg->nservers;
     for (i = 0; i < b->n; i++) {
-        b->srv[i].cfg = &cfg->servers[i];
-        b->srv[i].be = cfg;
+        struct up_server *s = &b->srv[i];
+        s->cfg = &cfg->servers[i];
+        s->be = cfg;
+        s->ub = b;
+        s->up = 1;
+        s->hc.pl.fd = -1;
+        s->hc.pl.slot = -1;
+        s->hc.pl.kind = PK_CHECK;
+        s->hc.tm.kind = TM_CHECK;
     }
     return 0;
 }
+
+/* ---- TLS to servers ---- */
+
+/* The client context for a `server ... tls` line: verify against its ca
+ * when given, present mtlslb's own certificate when given. */
+static int up_tls_build(struct report *r, struct up_server *s)
+{
+    const struct mtlslb_server *sc = s->cfg;
+
+    if (!sc->tls)
+        return 0;
+    s->tls_ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
+    if (!s->tls_ctx) {
+        report_at(r, sc->line, "cannot create a TLS context (out of memory)");
+        return -1;
+    }
+    wolfSSL_CTX_SetMinVersion(s->tls_ctx, WOLFSSL_TLSV1_2);
+    if (wolfSSL_CTX_set_cipher_list(s->tls_ctx, TLS_DEFAULT_CIPHERS) != WOLFSSL_SUCCESS) {
+        report_at(r, sc->line, "no usable cipher for server %s", sc->name);
+        return -1;
+    }
+    if (sc->tls_ca.path) {
+        if (tls_readable(r, &sc->tls_ca, "ca") < 0)
+            return -1;
+        if (wolfSSL_CTX_load_verify_locations(s->tls_ctx, sc->tls_ca.path, NULL) !=
+            WOLFSSL_SUCCESS) {
+            report_at(r, sc->line, "cannot load ca %s (not PEM CA certificates)", sc->tls_ca.path);
+            return -1;
+        }
+        wolfSSL_CTX_set_verify(s->tls_ctx, WOLFSSL_VERIFY_PEER, NULL);
+    } else {
+        wolfSSL_CTX_set_verify(s->tls_ctx, WOLFSSL_VERIFY_NONE, NULL);
+    }
+    if (sc->tls_cert.path) {
+        if (tls_readable(r, &sc->tls_cert, "certificate") < 0 ||
+            tls_readable(r, &sc->tls_key, "key") < 0)
+            return -1;
+        if (wolfSSL_CTX_use_certificate_chain_file(s->tls_ctx, sc->tls_cert.path) !=
+                WOLFSSL_SUCCESS ||
+            wolfSSL_CTX_use_PrivateKey_file(s->tls_ctx, sc->tls_key.path, WOLFSSL_FILETYPE_PEM) !=
+                WOLFSSL_SUCCESS) {
+            report_at(r, sc->line, "cannot load certificate %s or key %s", sc->tls_cert.path,
+                      sc->tls_key.path);
+            return -1;
+        }
+        if (!tls_key_matches(sc->tls_cert.path, sc->tls_key.path)) {
+            report_at(r, sc->line, "key %s does not match certificate %s", sc->tls_key.path,
+                      sc->tls_cert.path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A client TLS object for server s on fd, with SNI and name check. */
+static WOLFSSL *up_tls_new(struct up_server *s, int fd)
+{
+    WOLFSSL *ssl = wolfSSL_new(s->tls_ctx);
+    const char *sni = s->cfg->tls_sni;
+
+    if (!ssl)
+        return NULL;
+    if (wolfSSL_set_fd(ssl, fd) != WOLFSSL_SUCCESS ||
+        (sni && (wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, sni, (word16)strlen(sni)) !=
+                     WOLFSSL_SUCCESS ||
+                 (s->cfg->tls_ca.path && wolfSSL_check_domain_name(ssl, sni) != WOLFSSL_SUCCESS)))) {
+        wolfSSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+/* ---- health checks ----
+ *
+ * Each checked server has one check at a time, a small state machine in
+ * the same poll loop: connect, TLS handshake for tls servers, send the
+ * request, read the status line.  Every outcome goes through hc_done, which
+ * counts rise/fall, writes the one log line of a state change and sets the
+ * next start.  Checks never block and never touch client traffic.
+ */
+
+static unsigned up_count_up(const struct up_backend *b)
+{
+    unsigned n = 0;
+    size_t i;
+
+    for (i = 0; i < b->n; i++)
+        n += b->srv[i].up;
+    return n;
+}
+
+static void hc_close(struct loop *L, struct up_server *s)
+{
+    struct hc *h = &s->hc;
+
+    if (h->pl.slot >= 0)
+        loop_del(L, &h->pl);
+    if (h->ssl) {
+        wolfSSL_free(h->ssl);
+        h->ssl = NULL;
+    }
+    if (h->pl.fd >= 0) {
+        close(h->pl.fd);
+        h->pl.fd = -1;
+    }
+    h->st = HC_IDLE;
+}
+
+static void hc_done(struct loop *L, uint64_t now, struct up_server *s, int ok, const char *why)
+{
+    struct hc *h = &s->hc;
+    const struct mtlslb_backend *be = s->be;
+    uint64_t next = h->started + be->check_interval;
+
+    hc_close(L, s);
+    snprintf(h->last, sizeof h->last, "%s", ok ? "ok" : why);
+    h->last_time = time(NULL);
+    h->last_ms = (unsigned)(now - h->started);
+    if (ok) {
+        h->fails = 0;
+        if (++h->oks >= be->rise && !s->up) {
+            s->up = 1;
+            log_msg(MTLSLB_LOG_WARN, "backend %s server %s UP: check passed (%u/%zu up)",
+                    be->name, s->cfg->name, up_count_up(s->ub), s->ub->n);
+        }
+    } else {
+        h->oks = 0;
+        if (++h->fails >= be->fall && s->up) {
+            s->up = 0;
+            log_msg(MTLSLB_LOG_WARN, "backend %s server %s DOWN: %s (%u/%zu up)", be->name,
+                    s->cfg->name, why, up_count_up(s->ub), s->ub->n);
+        }
+    }
+    timer_set(L, &h->tm, next > now ? next : now + be->check_interval);
+}
+
+static void hc_fail_tls(struct loop *L, uint64_t now, struct up_server *s, int err)
+{
+    char why[120], tmp[96];
+
+    wolfSSL_ERR_error_string_n((unsigned long)err, tmp, sizeof tmp);
+    snprintf(why, sizeof why, "TLS: %s (%d)", tmp, err);
+    hc_done(L, now, s, 0, why);
+}
+
+static void hc_start(struct loop *L, uint64_t now, struct up_server *s)
+{
+    struct hc *h = &s->hc;
+    const struct mtlslb_server *sc = s->cfg;
+    int fd;
+
+    h->started = now;
+    h->resp_len = h->req_off = 0;
+    fd = socket(sc->addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0) {
+        /* Out of descriptors is mtlslb's trouble, not the server's: skip. */
+        log_msg(MTLSLB_LOG_DEBUG, "backend %s server %s: check skipped: %s", s->be->name,
+                sc->name, strerror(errno));
+        timer_set(L, &h->tm, now + s->be->check_interval);
+        return;
+    }
+    h->pl.fd = fd;
+    if (fd_nonblock(fd) < 0 || loop_add(L, &h->pl, POLLOUT) < 0) {
+        hc_done(L, now, s, 0, "cannot set up the check socket");
+        return;
+    }
+    h->st = HC_CONNECT;
+    timer_set(L, &h->tm, now + s->be->check_timeout);
+    if (connect(fd, (const struct sockaddr *)&sc->addr, sc->addrlen) < 0 &&
+        errno != EINPROGRESS && errno != EINTR)
+        hc_done(L, now, s, 0, strerror(errno));
+}
+
+/* The check request: Host is the server's address (SPEC 7). */
+static void hc_request(struct up_server *s)
+{
+    struct hc *h = &s->hc;
+    const struct mtlslb_backend *be = s->be;
+    int n = snprintf(h->req, sizeof h->req, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mtlslb-check"
+                     "\r\nConnection: close\r\n\r\n", be->check_method, be->check_path,
+                     s->cfg->tls_sni ? s->cfg->tls_sni : s->cfg->addr_text);
+
+    h->req_len = n > 0 && (size_t)n < sizeof h->req ? (size_t)n : 0;
+    h->req_off = 0;
+}
+
+static int hc_expected(int expect, int status)
+{
+    if (expect >= 100)
+        return status == expect;
+    if (expect == 2 || expect == 3)
+        return status / 100 == expect;
+    return status >= 200 && status < 400;
+}
+
+/* Connected, or TLS done: a tcp check has passed, an http check sends. */
+static void hc_connected(struct loop *L, uint64_t now, struct up_server *s)
+{
+    struct hc *h = &s->hc;
+
+    if (s->be->check == MTLSLB_CHECK_TCP) {
+        hc_done(L, now, s, 1, NULL);
+        return;
+    }
+    hc_request(s);
+    h->st = HC_SEND;
+    loop_events(L, &h->pl, POLLOUT);
+}
+
+/* Send the request / read the status line; 1 = wait for the socket. */
+static int hc_io(struct loop *L, uint64_t now, struct up_server *s)
+{
+    struct hc *h = &s->hc;
+    ssize_t n;
+    int err;
+
+    if (h->st == HC_SEND) {
+        if (h->ssl)
+            n = wolfSSL_write(h->ssl, h->req + h->req_off, (int)(h->req_len - h->req_off));
+        else
+            n = send(h->pl.fd, h->req + h->req_off, h->req_len - h->req_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            h->req_off += (size_t)n;
+            if (h->req_off == h->req_len) {
+                h->st = HC_RECV;
+                loop_events(L, &h->pl, POLLIN);
+            }
+            return 0;
+        }
+    } else {
+        if (h->ssl)
+            n = wolfSSL_read(h->ssl, h->resp + h->resp_len, (int)(sizeof h->resp - 1 - h->resp_len));
+        else
+            n = recv(h->pl.fd, h->resp + h->resp_len, sizeof h->resp - 1 - h->resp_len, 0);
+        if (n > 0) {
+            const char *eol;
+            h->resp_len += (size_t)n;
+            h->resp[h->resp_len] = 0;
+            eol = strstr(h->resp, "\r\n");
+            if (!eol && h->resp_len < sizeof h->resp - 1)
+                return 0;
+            if (!eol || h->resp_len < 12 || strncmp(h->resp, "HTTP/1.", 7) != 0 ||
+                h->resp[8] != ' ') {
+                hc_done(L, now, s, 0, "invalid response");
+            } else {
+                int status = atoi(h->resp + 9);
+                char why[40];
+                snprintf(why, sizeof why, "status %d", status);
+                hc_done(L, now, s, hc_expected(s->be->check_expect, status), why);
+            }
+            return 0;
+        }
+        if (n == 0 && !h->ssl) {
+            hc_done(L, now, s, 0, "closed without a response");
+            return 0;
+        }
+    }
+    if (h->ssl) {
+        err = wolfSSL_get_error(h->ssl, (int)n);
+        if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE) {
+            loop_events(L, &h->pl, err == WOLFSSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
+            return 1;
+        }
+        if (err == WOLFSSL_ERROR_ZERO_RETURN || err == SOCKET_PEER_CLOSED_E)
+            hc_done(L, now, s, 0, "closed without a response");
+        else
+            hc_fail_tls(L, now, s, err);
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 1;
+    hc_done(L, now, s, 0, strerror(errno));
+    return 0;
+}
+
+static void hc_event(struct loop *L, uint64_t now, struct up_server *s)
+{
+    struct hc *h = &s->hc;
+    int err = 0, r;
+    socklen_t l = sizeof err;
+
+    switch (h->st) {
+    case HC_CONNECT:
+        if (getsockopt(h->pl.fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+            err = errno;
+        if (err == EINPROGRESS || err == EALREADY)
+            return;
+        if (err) {
+            hc_done(L, now, s, 0, strerror(err));
+            return;
+        }
+        if (!s->cfg->tls) {
+            hc_connected(L, now, s);
+            return;
+        }
+        if (!(h->ssl = up_tls_new(s, h->pl.fd))) {
+            hc_done(L, now, s, 0, "TLS: cannot set up");
+            return;
+        }
+        h->st = HC_HANDSHAKE;
+        /* fall through */
+    case HC_HANDSHAKE:
+        r = wolfSSL_connect(h->ssl);
+        if (r == WOLFSSL_SUCCESS) {
+            hc_connected(L, now, s);
+            return;
+        }
+        err = wolfSSL_get_error(h->ssl, r);
+        if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
+            loop_events(L, &h->pl, err == WOLFSSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
+        else
+            hc_fail_tls(L, now, s, err);
+        return;
+    case HC_SEND:
+    case HC_RECV:
+        while (h->st == HC_SEND || h->st == HC_RECV)
+            if (hc_io(L, now, s))
+                return;
+        return;
+    case HC_IDLE:
+        return;
+    }
+}
+
+static void hc_timer(struct loop *L, uint64_t now, struct up_server *s)
+{
+    if (s->hc.st == HC_IDLE)
+        hc_start(L, now, s);
+    else
+        hc_done(L, now, s, 0, "timeout");
+}
+
+/* First checks spread over one interval, not all at once. */
+static void hc_schedule(struct loop *L, uint64_t now, struct up_backend *b)
+{
+    size_t i;
+
+    if (b->cfg->check == MTLSLB_CHECK_NONE)
+        return;
+    for (i = 0; i < b->n; i++)
+        timer_set(L, &b->srv[i].hc.tm, now + 1 + b->cfg->check_interval * i / b->n);
+}
+
+
 
 /* ======================================================================
  * connections (tcp relay, http proxy)
@@ -2328,26 +2854,6 @@ static int up_init(struct up_backend *b, const struct mtlslb_backend *cfg)
  * dropped), which is the whole of back-pressure.  relay_pump() moves bytes
  * both ways and is the only code that does.
  * ====================================================================== */
-
-struct loop;
-struct mtlslb;
-
-/* Anything with a pollfd slot starts with this. */
-enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE, PK_POOL };
-
-struct pollable {
-    int fd;
-    int slot;                       /* index in the pollfd array, -1 = none */
-    enum pollable_kind kind;
-};
-
-enum timer_kind { TM_CONN, TM_ACCEPT, TM_TICK, TM_GRACE, TM_POOL };
-
-struct timer {
-    uint64_t when;
-    size_t idx;                     /* heap position + 1; 0 = not armed */
-    enum timer_kind kind;
-};
 
 struct buf {
     uint8_t *data;                  /* MTLSLB_BUF_SIZE bytes once needed */
@@ -2388,7 +2894,7 @@ struct side {
     unsigned wr_want_rd : 1;        /* TLS write needs the socket readable */
 };
 
-enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_RELAY, CONN_HTTP };
+enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CONN_HTTP };
 
 enum http_req { HQ_HEAD, HQ_BODY, HQ_DONE };
 enum http_resp { HS_NONE, HS_HEAD, HS_BODY, HS_DONE };
@@ -2460,12 +2966,6 @@ struct conn {
     struct conn *next, *prev;
 };
 
-/* ---- event loop interface used by connections (defined below) ---- */
-static int loop_add(struct loop *L, struct pollable *p, short events);
-static void loop_del(struct loop *L, struct pollable *p);
-static void loop_events(struct loop *L, const struct pollable *p, short events);
-static void timer_set(struct loop *L, struct timer *t, uint64_t when);
-static void timer_del(struct loop *L, struct timer *t);
 
 /* The one object that owns the running process. */
 struct mtlslb {
@@ -2482,6 +2982,10 @@ struct mtlslb {
     int fd_warned;                  /* a warning went out at fd_warned_at */
     uint64_t fd_warned_at;
     unsigned long fd_suppressed;    /* pauses since, not logged */
+    struct pollable stats_pl;       /* the stats endpoint's listening socket */
+    struct stats_conn *stats_conns;
+    unsigned nstats;
+    uint64_t started;
     int spare_fd;                   /* held back for wolfSSL (conn_spare_*) */
     int next_fd;                    /* the next client's server-side socket */
     struct timer accept_tm, tick_tm, grace_tm;
@@ -3459,7 +3963,9 @@ static void conn_no_server(struct conn *c, int status)
     }
 }
 
-static void conn_connect_failed(struct conn *c, int err)
+/* Connecting (or the TLS handshake with) the server failed: back it off,
+ * try the next one while retries last. */
+static void conn_server_failed(struct conn *c, const char *why)
 {
     struct mtlslb *S = c->S;
     struct up_server *s = c->server;
@@ -3467,7 +3973,7 @@ static void conn_connect_failed(struct conn *c, int err)
     s->fails++;
     s->backoff_until = S->now + MTLSLB_BACKOFF_MS;
     log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): connect failed: %s", s->be->name,
-            s->cfg->name, s->cfg->addr_text, strerror(err));
+            s->cfg->name, s->cfg->addr_text, why);
     side_close(S, &c->srv);
     conn_release_server(c);
     if (c->tries > c->up->cfg->retries) {
@@ -3477,7 +3983,57 @@ static void conn_connect_failed(struct conn *c, int err)
     conn_connect(c);
 }
 
+static void conn_connect_failed(struct conn *c, int err)
+{
+    conn_server_failed(c, strerror(err));
+}
+
+static void conn_ready(struct conn *c);
+
+/* TLS with the server (`server ... tls`), within timeout connect. */
+static void conn_srv_handshake(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+    char why[160], tmp[120];
+    int r, err;
+
+    conn_spare_release(S);
+    r = wolfSSL_connect(c->srv.ssl);
+    err = r == WOLFSSL_SUCCESS ? 0 : wolfSSL_get_error(c->srv.ssl, r);
+    conn_spare_take(S);
+    if (r == WOLFSSL_SUCCESS) {
+        conn_ready(c);
+        return;
+    }
+    if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE) {
+        loop_events(S->loop, &c->srv.pl, err == WOLFSSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
+        return;
+    }
+    snprintf(why, sizeof why, "TLS: %s (%d)", tls_err_text(err, tmp, sizeof tmp), err);
+    conn_server_failed(c, why);
+}
+
 static void conn_connected(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+
+    if (c->server->cfg->tls) {
+        conn_spare_release(S);
+        c->srv.ssl = up_tls_new(c->server, c->srv.pl.fd);
+        conn_spare_take(S);
+        if (!c->srv.ssl) {
+            conn_server_failed(c, "TLS: cannot set up");
+            return;
+        }
+        c->st = CONN_SRV_TLS;
+        conn_srv_handshake(c);
+        return;
+    }
+    conn_ready(c);
+}
+
+/* The server connection is usable: relay (tcp) or speak http. */
+static void conn_ready(struct conn *c)
 {
     struct mtlslb *S = c->S;
 
@@ -3573,18 +4129,20 @@ static void conn_connect_event(struct conn *c)
 
 struct pconn {
     struct pollable pl;
+    WOLFSSL *ssl;                   /* tls servers */
     struct up_server *srv;
     struct timer tm;
     struct pconn *next, *prev;
 };
 
-static int pool_put(struct mtlslb *S, struct up_server *s, int fd)
+static int pool_put(struct mtlslb *S, struct up_server *s, int fd, WOLFSSL *ssl)
 {
     struct pconn *p;
 
     if (s->nidle >= MTLSLB_POOL_MAX || S->stopping || !(p = calloc(1, sizeof *p)))
         return -1;
     p->pl.fd = fd;
+    p->ssl = ssl;
     p->pl.kind = PK_POOL;
     p->pl.slot = -1;
     p->srv = s;
@@ -3602,11 +4160,12 @@ static int pool_put(struct mtlslb *S, struct up_server *s, int fd)
     return 0;
 }
 
-/* Out of the pool; returns its descriptor. */
-static int pool_take(struct mtlslb *S, struct pconn *p)
+/* Out of the pool; returns its descriptor (and TLS object). */
+static int pool_take(struct mtlslb *S, struct pconn *p, WOLFSSL **ssl)
 {
     int fd = p->pl.fd;
 
+    *ssl = p->ssl;
     loop_del(S->loop, &p->pl);
     timer_del(S->loop, &p->tm);
     if (p->prev)
@@ -3622,12 +4181,17 @@ static int pool_take(struct mtlslb *S, struct pconn *p)
 
 static void pool_drop(struct mtlslb *S, struct pconn *p)
 {
-    close(pool_take(S, p));
+    WOLFSSL *ssl;
+    int fd = pool_take(S, p, &ssl);
+
+    if (ssl)
+        wolfSSL_free(ssl);
+    close(fd);
 }
 
-static int pool_get(struct mtlslb *S, struct up_server *s)
+static int pool_get(struct mtlslb *S, struct up_server *s, WOLFSSL **ssl)
 {
-    return s->idle ? pool_take(S, s->idle) : -1;
+    return s->idle ? pool_take(S, s->idle, ssl) : -1;
 }
 
 static void pool_clear(struct mtlslb *S)
@@ -3643,16 +4207,17 @@ static void pool_clear(struct mtlslb *S)
 /* Send the request over an idle connection of server s, if it has one. */
 static int http_attach_pooled(struct conn *c, struct up_server *s)
 {
-    int fd = pool_get(c->S, s);
+    WOLFSSL *ssl = NULL;
+    int fd = pool_get(c->S, s, &ssl);
 
     if (fd < 0)
         return -1;
     if (c->srv.pl.fd >= 0)
         close(c->srv.pl.fd);            /* the socket reserved at accept */
     c->srv.pl.fd = fd;
+    c->srv.ssl = ssl;
     if (loop_add(c->S->loop, &c->srv.pl, POLLIN | POLLOUT) < 0) {
-        close(fd);
-        c->srv.pl.fd = -1;
+        side_close(c->S, &c->srv);
         return -1;
     }
     conn_use_server(c, s);
@@ -3903,13 +4468,12 @@ static void http_release_server(struct conn *c, int reusable)
         return;
     if (c->srv.pl.slot >= 0)
         loop_del(S->loop, &c->srv.pl);
-    if (c->srv.pl.fd >= 0) {
-        if (reusable && !c->srv.eof && c->srv.buf.len == 0 && c->srv.out.len == 0 &&
-            pool_put(S, s, c->srv.pl.fd) == 0)
-            c->srv.pl.fd = -1;
-        else
-            close(c->srv.pl.fd);
+    if (c->srv.pl.fd >= 0 && reusable && !c->srv.eof && c->srv.buf.len == 0 &&
+        c->srv.out.len == 0 && !c->srv.wpending && pool_put(S, s, c->srv.pl.fd, c->srv.ssl) == 0) {
+        c->srv.pl.fd = -1;
+        c->srv.ssl = NULL;
     }
+    side_close(S, &c->srv);
     http_side_reset(&c->srv);
     conn_release_server(c);
 }
@@ -4431,6 +4995,9 @@ static void conn_timeout(struct conn *c)
     case CONN_CONNECTING:
         conn_connect_failed(c, ETIMEDOUT);
         break;
+    case CONN_SRV_TLS:
+        conn_server_failed(c, "TLS: handshake timed out");
+        break;
     case CONN_RELAY:
         conn_close(c, "idle timeout");
         break;
@@ -4454,6 +5021,10 @@ static void conn_event(struct side *s, short revents)
     case CONN_CONNECTING:
         if (s == &c->srv)
             conn_connect_event(c);
+        break;
+    case CONN_SRV_TLS:
+        if (s == &c->srv)
+            conn_srv_handshake(c);
         break;
     case CONN_RELAY:
         relay_pump(c);
@@ -4641,13 +5212,27 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
 /* ======================================================================
  * stats
  *
- * The counters the loop keeps, written to the log on SIGUSR1.
+ * The counters the loop keeps: written to the log on SIGUSR1 and served
+ * as JSON by the stats endpoint (GET /stats, GET /health), plain HTTP in
+ * the same loop, meant for loopback.
  * ====================================================================== */
+
+static void stats_time(time_t t, char *out, size_t len)
+{
+    struct tm tm;
+
+    if (!t) {
+        snprintf(out, len, "-");
+        return;
+    }
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
 
 static void stats_log(struct mtlslb *S)
 {
     size_t i, j;
-    char fails[512];
+    char fails[512], when[32];
 
     for (i = 0; i < S->nls; i++) {
         struct lst *l = &S->ls[i];
@@ -4664,12 +5249,223 @@ static void stats_log(struct mtlslb *S)
     for (i = 0; i < S->nups; i++)
         for (j = 0; j < S->ups[i].n; j++) {
             struct up_server *s = &S->ups[i].srv[j];
-            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s active=%u total=%llu "
-                    "connect_failures=%llu bytes_in=%llu bytes_out=%llu", s->be->name,
-                    s->cfg->name, s->active, (unsigned long long)s->total,
-                    (unsigned long long)s->fails, (unsigned long long)s->bytes_in,
-                    (unsigned long long)s->bytes_out);
+            stats_time(s->hc.last_time, when, sizeof when);
+            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%u total=%llu "
+                    "connect_failures=%llu bytes_in=%llu bytes_out=%llu check=\"%s\" "
+                    "check_time=%s", s->be->name, s->cfg->name, s->up ? "up" : "down",
+                    s->active, (unsigned long long)s->total, (unsigned long long)s->fails,
+                    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+                    s->be->check == MTLSLB_CHECK_NONE ? "none" :
+                    s->hc.last_time ? s->hc.last : "pending", when);
         }
+}
+
+/* ---- the stats endpoint: GET /stats, GET /health, plain HTTP ---- */
+
+#define STATS_MAX_CONNS 16
+
+struct stats_conn {
+    struct pollable pl;
+    struct timer tm;
+    char in[2048];
+    size_t in_len;
+    struct obuf out;
+    struct stats_conn *next, *prev;
+};
+
+static int json_str(struct obuf *o, const char *s)
+{
+    int rc = obuf_add(o, "\"", 1);
+
+    for (; *s; s++) {
+        char e[8];
+        if (*s == '"' || *s == '\\') {
+            e[0] = '\\';
+            e[1] = *s;
+            rc |= obuf_add(o, e, 2);
+        } else if ((unsigned char)*s < 0x20) {
+            snprintf(e, sizeof e, "\\u%04x", (unsigned char)*s);
+            rc |= obuf_add(o, e, 6);
+        } else {
+            rc |= obuf_add(o, s, 1);
+        }
+    }
+    return rc | obuf_add(o, "\"", 1);
+}
+
+static int json_fmt(struct obuf *o, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int json_fmt(struct obuf *o, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof buf)
+        return -1;
+    return obuf_add(o, buf, (size_t)n);
+}
+
+/* The figures as one JSON object (SPEC 8). */
+static int stats_json(struct mtlslb *S, struct obuf *o)
+{
+    size_t i, j;
+    int rc = json_fmt(o, "{\"version\":\"%s\",\"wolfssl\":\"%s\",\"pid\":%ld,\"uptime_s\":%llu,"
+                      "\"active\":%u,\"listeners\":[", MTLSLB_VERSION, wolfSSL_lib_version(),
+                      (long)getpid(), (unsigned long long)((S->now - S->started) / 1000),
+                      S->active);
+
+    for (i = 0; i < S->nls; i++) {
+        const struct lst *l = &S->ls[i];
+        rc |= obuf_str(o, i ? ",{\"name\":" : "{\"name\":") | json_str(o, l->cfg->name);
+        rc |= json_fmt(o, ",\"mode\":\"%s\",\"active\":%llu,\"total\":%llu,\"handshake_failures\":{",
+                       l->cfg->mode == MTLSLB_MODE_TCP ? "tcp" : "http",
+                       (unsigned long long)l->active, (unsigned long long)l->total);
+        for (j = 0; j < R_COUNT; j++)
+            rc |= obuf_str(o, j ? "," : "") | json_str(o, tls_reason_names[j]) |
+                  json_fmt(o, ":%llu", (unsigned long long)l->hs_fail[j]);
+        rc |= obuf_str(o, "}}");
+    }
+    rc |= obuf_str(o, "],\"backends\":[");
+    for (i = 0; i < S->nups; i++) {
+        const struct up_backend *b = &S->ups[i];
+        rc |= obuf_str(o, i ? ",{\"name\":" : "{\"name\":") | json_str(o, b->cfg->name);
+        rc |= json_fmt(o, ",\"up\":%u,\"servers\":[", up_count_up(b));
+        for (j = 0; j < b->n; j++) {
+            const struct up_server *s = &b->srv[j];
+            char when[32];
+            rc |= obuf_str(o, j ? ",{\"name\":" : "{\"name\":") | json_str(o, s->cfg->name);
+            rc |= obuf_str(o, ",\"address\":") | json_str(o, s->cfg->addr_text);
+            rc |= json_fmt(o, ",\"state\":\"%s\",\"backup\":%s,\"tls\":%s,\"weight\":%u,"
+                           "\"active\":%u,\"total\":%llu,\"connect_failures\":%llu,"
+                           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"check\":",
+                           s->up ? "up" : "down", s->cfg->backup ? "true" : "false",
+                           s->cfg->tls ? "true" : "false", s->cfg->weight, s->active,
+                           (unsigned long long)s->total, (unsigned long long)s->fails,
+                           (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
+            if (b->cfg->check == MTLSLB_CHECK_NONE) {
+                rc |= obuf_str(o, "null}");
+                continue;
+            }
+            stats_time(s->hc.last_time, when, sizeof when);
+            rc |= json_fmt(o, "{\"type\":\"%s\",\"last\":",
+                           b->cfg->check == MTLSLB_CHECK_TCP ? "tcp" : "http");
+            rc |= s->hc.last_time ? json_str(o, s->hc.last) : obuf_str(o, "null");
+            rc |= s->hc.last_time ? json_fmt(o, ",\"time\":\"%s\",\"ms\":%u", when, s->hc.last_ms)
+                                  : obuf_str(o, ",\"time\":null,\"ms\":null");
+            rc |= json_fmt(o, ",\"rise\":%u,\"fall\":%u}}", b->cfg->rise, b->cfg->fall);
+        }
+        rc |= obuf_str(o, "]}");
+    }
+    return rc | obuf_str(o, "]}\n");
+}
+
+static void stats_close(struct mtlslb *S, struct stats_conn *sc)
+{
+    loop_del(S->loop, &sc->pl);
+    timer_del(S->loop, &sc->tm);
+    close(sc->pl.fd);
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        S->stats_conns = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    S->nstats--;
+    free(sc->out.p);
+    free(sc);
+}
+
+static void stats_answer(struct mtlslb *S, struct stats_conn *sc)
+{
+    struct obuf body = { NULL, 0, 0, 0 };
+    const char *status = "200 OK", *type = "application/json";
+    char head[200];
+    int n, rc = 0;
+
+    if (strncmp(sc->in, "GET /stats ", 11) == 0 || strncmp(sc->in, "GET /stats? ", 12) == 0) {
+        rc = stats_json(S, &body);
+    } else if (strncmp(sc->in, "GET /health ", 12) == 0) {
+        type = "text/plain";
+        rc = obuf_str(&body, "ok\n");
+    } else {
+        status = "404 Not Found";
+        type = "text/plain";
+        rc = obuf_str(&body, "not found: GET /stats or GET /health\n");
+    }
+    n = snprintf(head, sizeof head, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n", status, type, body.len);
+    if (rc < 0 || n < 0 || obuf_add(&sc->out, head, (size_t)n) < 0 ||
+        obuf_add(&sc->out, body.p ? body.p : "", body.len) < 0) {
+        free(body.p);
+        stats_close(S, sc);
+        return;
+    }
+    free(body.p);
+    loop_events(S->loop, &sc->pl, POLLOUT);
+}
+
+static void stats_event(struct mtlslb *S, struct stats_conn *sc)
+{
+    ssize_t n;
+
+    if (sc->out.len == 0) {
+        n = recv(sc->pl.fd, sc->in + sc->in_len, sizeof sc->in - 1 - sc->in_len, 0);
+        if (n <= 0) {
+            if (n == 0 || (errno != EAGAIN && errno != EINTR))
+                stats_close(S, sc);
+            return;
+        }
+        sc->in_len += (size_t)n;
+        sc->in[sc->in_len] = 0;
+        if (strstr(sc->in, "\r\n\r\n") || strstr(sc->in, "\n\n") ||
+            sc->in_len == sizeof sc->in - 1)
+            stats_answer(S, sc);
+        return;
+    }
+    n = send(sc->pl.fd, sc->out.p + sc->out.off, sc->out.len - sc->out.off, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n > 0)
+        sc->out.off += (size_t)n;
+    if (n < 0 || sc->out.off == sc->out.len)
+        stats_close(S, sc);
+}
+
+static void stats_accept(struct mtlslb *S)
+{
+    int fd;
+
+    while ((fd = accept(S->stats_pl.fd, NULL, NULL)) >= 0) {
+        struct stats_conn *sc;
+        if (S->nstats >= STATS_MAX_CONNS || fd_nonblock(fd) < 0 ||
+            !(sc = calloc(1, sizeof *sc))) {
+            close(fd);
+            continue;
+        }
+        sc->pl.fd = fd;
+        sc->pl.kind = PK_STATS;
+        sc->pl.slot = -1;
+        sc->tm.kind = TM_STATS;
+        if (loop_add(S->loop, &sc->pl, POLLIN) < 0) {
+            close(fd);
+            free(sc);
+            continue;
+        }
+        timer_set(S->loop, &sc->tm, S->now + 5000);
+        sc->next = S->stats_conns;
+        if (sc->next)
+            sc->next->prev = sc;
+        S->stats_conns = sc;
+        S->nstats++;
+    }
 }
 
 /* ======================================================================
@@ -4894,6 +5690,13 @@ static void loop_timer(struct mtlslb *S, struct timer *t)
     case TM_POOL:
         pool_drop(S, (struct pconn *)(void *)((char *)t - offsetof(struct pconn, tm)));
         break;
+    case TM_STATS:
+        stats_close(S, (struct stats_conn *)(void *)((char *)t - offsetof(struct stats_conn, tm)));
+        break;
+    case TM_CHECK:
+        hc_timer(S->loop, S->now,
+                 (struct up_server *)(void *)((char *)t - offsetof(struct up_server, hc.tm)));
+        break;
     }
 }
 
@@ -4911,6 +5714,16 @@ static void loop_dispatch(struct mtlslb *S, struct pollable *p, short revents)
         break;
     case PK_POOL:
         pool_drop(S, (struct pconn *)(void *)p);    /* closed by the server */
+        break;
+    case PK_STATS_LISTEN:
+        stats_accept(S);
+        break;
+    case PK_STATS:
+        stats_event(S, (struct stats_conn *)(void *)p);
+        break;
+    case PK_CHECK:
+        hc_event(S->loop, S->now,
+                 (struct up_server *)(void *)((char *)p - offsetof(struct up_server, hc.pl)));
         break;
     }
 }
@@ -5000,11 +5813,15 @@ static int main_build(struct mtlslb *S, mtlslb_report_fn *report)
         fprintf(stderr, "out of memory\n");
         return -1;
     }
-    for (i = 0; i < S->nups; i++)
+    for (i = 0; i < S->nups; i++) {
+        size_t j;
         if (up_init(&S->ups[i], &S->cfg->backends[i]) < 0) {
             fprintf(stderr, "out of memory\n");
             return -1;
         }
+        for (j = 0; j < S->ups[i].n; j++)
+            up_tls_build(&r, &S->ups[i].srv[j]);
+    }
     for (i = 0; i < S->nls; i++) {
         S->ls[i].cfg = &S->cfg->listeners[i];
         S->ls[i].up = &S->ups[S->cfg->listeners[i].backend];
@@ -5022,15 +5839,42 @@ static void main_free(struct mtlslb *S)
         free(S->ls[i].fds);
     }
     free(S->ls);
-    for (i = 0; i < S->nups; i++)
+    for (i = 0; i < S->nups; i++) {
+        size_t j;
+        for (j = 0; j < S->ups[i].n; j++) {
+            if (S->ups[i].srv[j].hc.pl.fd >= 0)
+                hc_close(S->loop, &S->ups[i].srv[j]);
+            if (S->ups[i].srv[j].tls_ctx)
+                wolfSSL_CTX_free(S->ups[i].srv[j].tls_ctx);
+        }
         free(S->ups[i].srv);
+    }
     free(S->ups);
     mtlslb_config_free(S->cfg);
 }
 
 static int main_listen(struct mtlslb *S)
 {
+    const struct mtlslb_bind *sb = &S->cfg->global.stats;
     size_t i, j;
+
+    S->stats_pl.fd = -1;
+    S->stats_pl.slot = -1;
+    S->stats_pl.kind = PK_STATS_LISTEN;
+    if (sb->addrlen) {
+        struct lst_fd tmp;
+        memset(&tmp, 0, sizeof tmp);
+        if (main_bind(&tmp, sb) < 0) {
+            log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", sb->text, strerror(errno));
+            if (tmp.pl.fd > 0)
+                close(tmp.pl.fd);
+            return -1;
+        }
+        S->stats_pl.fd = tmp.pl.fd;
+        if (loop_add(S->loop, &S->stats_pl, POLLIN) < 0)
+            return -1;
+        log_msg(MTLSLB_LOG_INFO, "stats: listening on %s (GET /stats, GET /health)", sb->text);
+    }
 
     for (i = 0; i < S->nls; i++) {
         struct lst *l = &S->ls[i];
@@ -5147,22 +5991,25 @@ int main(int argc, char **argv)
         return 0;
     }
     S.spare_fd = S.next_fd = -1;
+    S.stats_pl.fd = -1;
     S.accept_tm.kind = TM_ACCEPT;
     S.tick_tm.kind = TM_TICK;
     S.grace_tm.kind = TM_GRACE;
-    S.now = now_ms();
+    S.now = S.started = now_ms();
     S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
     S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
     for (i = 0; (size_t)i < S.nups; i++)
-        pool_timers += S.ups[i].n * MTLSLB_POOL_MAX;
+        pool_timers += S.ups[i].n * (MTLSLB_POOL_MAX + 1);     /* + its check */
     if (S.spare_fd < 0 || S.next_fd < 0 ||
-        loop_reserve_timers(&L, S.cfg->global.max_conns + 8 + pool_timers) < 0 ||
+        loop_reserve_timers(&L, S.cfg->global.max_conns + 8 + STATS_MAX_CONNS + pool_timers) < 0 ||
         main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 2;
     } else {
         for (i = 0; (size_t)i < S.nls; i++)
             tls_crl_watch(&S.ls[i].tls, time(NULL));
+        for (i = 0; (size_t)i < S.nups; i++)
+            hc_schedule(&L, S.now, &S.ups[i]);
         timer_set(&L, &S.tick_tm, S.now + 10000);
         log_msg(MTLSLB_LOG_INFO, "mtlslb %s (wolfSSL %s) started, pid %ld", MTLSLB_VERSION,
                 wolfSSL_lib_version(), (long)getpid());
@@ -5171,6 +6018,10 @@ int main(int argc, char **argv)
             log_msg(MTLSLB_LOG_INFO, "stopped");
     }
     main_close_listeners(&S);
+    while (S.stats_conns)
+        stats_close(&S, S.stats_conns);
+    if (S.stats_pl.fd >= 0)
+        close(S.stats_pl.fd);
     if (S.ups)
         pool_clear(&S);
     if (S.spare_fd >= 0)

@@ -41,6 +41,13 @@ struct mtlslb_file {
     int line;
 };
 
+struct mtlslb_bind {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *text;                     /* as written, for logs */
+    int line;
+};
+
 struct mtlslb_global {
     enum mtlslb_level log_level;
     unsigned max_conns;
@@ -49,13 +56,7 @@ struct mtlslb_global {
     unsigned tmo_idle;
     unsigned tmo_request;
     unsigned grace;
-};
-
-struct mtlslb_bind {
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    char *text;                     /* as written, for logs */
-    int line;
+    struct mtlslb_bind stats;       /* addrlen 0: no stats endpoint */
 };
 
 /* One `sni` line: a name (exact, or "*.rest" for one label) and its own
@@ -111,7 +112,13 @@ struct mtlslb_server {
     unsigned weight;
     int backup;
     int line;
+    int tls;                        /* speak TLS to this server */
+    struct mtlslb_file tls_ca;      /* verify the server against it (path NULL: no check) */
+    struct mtlslb_file tls_cert, tls_key;   /* mtlslb's own client certificate */
+    char *tls_sni;                  /* SNI to send and name to verify */
 };
+
+enum mtlslb_check_type { MTLSLB_CHECK_NONE, MTLSLB_CHECK_TCP, MTLSLB_CHECK_HTTP };
 
 struct mtlslb_backend {
     char *name;
@@ -120,6 +127,13 @@ struct mtlslb_backend {
     struct mtlslb_server *servers;
     size_t nservers;
     unsigned retries;
+    enum mtlslb_check_type check;
+    char *check_method, *check_path;
+    int check_expect;               /* a status code; 2 = 2xx, 3 = 3xx, 0 = 2xx or 3xx */
+    int check_line;
+    unsigned check_interval;        /* ms */
+    unsigned check_timeout;
+    unsigned rise, fall;
 };
 
 struct mtlslb_config {

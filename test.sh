@@ -239,8 +239,10 @@ EOF
     check_bad duplicate-listener 10 "listener l is already defined at line 2"
     base | sed 's/^global$/global\n    timeout idle 10x/' >"$d/bad-duration.conf"
     check_bad bad-duration 2 "bad duration '10x'"
-    { base; echo "    check http GET /healthz"; } >"$d/not-yet.conf"
-    check_bad not-yet 10 "'check' is not supported yet"
+    { base; echo "    allow cn device-1"; } | sed 's/^backend web$/listener m\n    bind 127.0.0.1:1\n    allow cn x\nbackend web/' >"$d/not-yet.conf"
+    check_bad not-yet 10 "'allow' is not supported yet"
+    { base; echo "    check http GET healthz"; } >"$d/bad-check.conf"
+    check_bad bad-check 10 "check http: bad method 'GET' or path 'healthz'"
     base | sed 's/^    mode tcp$/    mode http\n    send-proxy v2/' >"$d/proxy-in-http.conf"
     check_bad proxy-in-http 2 "send-proxy is for mode tcp"
     base | sed 's/^    mode tcp$/    mode http/; s|^    default-backend web$|&\n    route path /x backend nope|' \
@@ -850,7 +852,7 @@ t_signals() {
     c=$(cget "https://localhost:$lp/")
     if [ "$c" = 200 ] &&
        grep -q 'stats listener=tls active=0 total=2 handshake_failures: "revoked"=1' "$LB_LOG" &&
-       grep -q "stats backend=web server=a active=0 total=1" "$LB_LOG" &&
+       grep -q "stats backend=web server=a state=up active=0 total=1 " "$LB_LOG" &&
        grep -q "SIGHUP: reload is not supported yet" "$LB_LOG"; then
         pass "SIGUSR1 logs the counters; SIGHUP is logged as not supported yet and serving goes on"
     else
