@@ -1434,6 +1434,373 @@ PY
     kill $sp 2>/dev/null; wait $sp 2>/dev/null
 }
 
+# ------------------------------------------------- health checks, stats
+
+# wait_log PATTERN SECONDS: until the current mtlslb log has PATTERN; prints
+# the seconds it took (one decimal), or fails.
+wait_log() {
+    local i
+    for i in $(seq $(( $2 * 10 ))); do
+        if grep -q "$1" "$LB_LOG"; then
+            echo "$(( (i - 1) / 10 )).$(( (i - 1) % 10 ))"
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+t_checks_failover() {
+    local lp b1 b2 i t c ok=1
+    newport lp; newport b1; newport b2
+    start_backend http "$b1" one; start_backend http "$b2" two
+    conf_http "$lp" "backend web
+    check http GET /healthz expect 200
+    check-interval 1s
+    check-timeout 1s
+    rise 2
+    fall 2
+    server a 127.0.0.1:$b1
+    server b 127.0.0.1:$b2" >"$W/fo.conf"
+    start_lb "$W/fo.conf" || { fail checks "no mtlslb"; return; }
+    sleep 1.5
+    stop_backend "$b1"
+    # fall x interval + timeout + 1 s = 4 s
+    if t=$(wait_log "server a DOWN: Connection refused (1/2 up)" 4); then
+        for i in $(seq 6); do c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+            --key "$PKI/client.key" "https://localhost:$lp/"); [ "$c" = two ] || ok=0; done
+        [ $ok = 1 ] && pass "check http: a stopped server is DOWN after ${t}s (bound 4 s), all traffic goes to the other" ||
+            fail "checks down" "a request did not reach b"
+    else
+        fail "checks down" "no DOWN line within 4 s: $(grep -E 'DOWN|UP' "$LB_LOG")"
+    fi
+    start_backend http "$b1" one
+    # rise x interval + 1 s = 3 s
+    if t=$(wait_log "server a UP: check passed (2/2 up)" 3); then
+        rm -f "$W/be.$b1.log"
+        for i in $(seq 4); do cget "https://localhost:$lp/" >/dev/null; done
+        if [ "$(hits "$b1")" = 2 ] && [ "$(grep -c 'server a DOWN' "$LB_LOG")" = 1 ] &&
+           [ "$(grep -c 'server a UP' "$LB_LOG")" = 1 ]; then
+            pass "check http: the server is UP again after ${t}s (bound 3 s) and back in the rotation; each change logged once"
+        else
+            fail "checks up" "hits $(hits "$b1"), $(grep -cE 'server a (UP|DOWN)' "$LB_LOG") transitions"
+        fi
+    else
+        fail "checks up" "no UP line within 3 s"
+    fi
+    stop_lb
+    stop_backend "$b1"; stop_backend "$b2"
+}
+
+t_checks_kinds() {
+    local lp b1 dead t
+    newport lp; newport b1; newport dead
+    start_backend http "$b1" one
+    conf_http "$lp" "backend web
+    check http GET /status/500 expect 200
+    check-interval 300ms
+    fall 2
+    server sick 127.0.0.1:$b1
+backend tcpchk
+    check tcp
+    check-interval 300ms
+    fall 2
+    server closed 127.0.0.1:$dead
+    server open 127.0.0.1:$b1" >"$W/kinds.conf"
+    start_lb "$W/kinds.conf" || { fail check-kinds "no mtlslb"; return; }
+    if wait_log "backend web server sick DOWN: status 500 (0/1 up)" 3 >/dev/null; then
+        pass "check http: a server answering 500 is DOWN while its port stays open"
+    else
+        fail "check http 500" "$(grep -E 'DOWN|UP' "$LB_LOG")"
+    fi
+    if wait_log "backend tcpchk server closed DOWN: Connection refused (1/2 up)" 3 >/dev/null &&
+       ! grep -q "server open DOWN" "$LB_LOG"; then
+        pass "check tcp: a closed port is DOWN, an open one stays UP"
+    else
+        fail "check tcp" "$(grep -E 'DOWN|UP' "$LB_LOG")"
+    fi
+    stop_lb
+    stop_backend "$b1"
+}
+
+t_backup_and_all_down() {
+    local lp tp b1 b9 i c t0 t1
+    newport lp; newport tp; newport b1; newport b9
+    start_backend http "$b1" primary; start_backend http "$b9" spare
+    { conf_http "$lp" "backend web
+    check http GET /
+    check-interval 300ms
+    fall 1
+    rise 1
+    server main 127.0.0.1:$b1
+    server spare 127.0.0.1:$b9 backup"
+      cat <<EOF
+listener raw
+    bind 127.0.0.1:$tp
+    mode tcp
+    cert $PKI/server.crt $PKI/server.key
+    ca $PKI/ca.crt
+    default-backend web
+EOF
+    } >"$W/backup.conf"
+    start_lb "$W/backup.conf" || { fail backup "no mtlslb"; return; }
+    for i in $(seq 4); do cget "https://localhost:$lp/" >/dev/null; done
+    if [ "$(hits "$b1")" -ge 4 ] && [ "$(grep -c 'GET / ' "$W/be.$b9.log" 2>/dev/null || echo 0)" = 0 ]; then
+        pass "backup: unused while the primary is up"
+    else
+        fail backup "primary $(hits "$b1"), backup $(grep -c 'GET / ' "$W/be.$b9.log")"
+    fi
+    stop_backend "$b1"
+    wait_log "server main DOWN" 3 >/dev/null
+    c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        "https://localhost:$lp/")
+    [ "$c" = spare ] && pass "backup: takes the traffic when all primaries are down" ||
+        fail "backup takes over" "got '$c'"
+    stop_backend "$b9"
+    wait_log "server spare DOWN" 3 >/dev/null
+    local fails_before
+    fails_before=$(grep -c "connect failed" "$LB_LOG")
+    t0=$(date +%s%N)
+    c=$(cget "https://localhost:$lp/")
+    t1=$(date +%s%N)
+    if [ "$c" = 503 ] && [ "$(grep -c "connect failed" "$LB_LOG")" = "$fails_before" ]; then
+        pass "no server up: http answers 503 at once, without a connect attempt ($(( (t1 - t0) / 1000000 )) ms)"
+    else
+        fail "all down http" "got $c"
+    fi
+    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" "https://localhost:$tp/")
+    sleep 0.2
+    if [ "$c" = 000 ] && grep -q 'listener=raw .*end="no server up"' "$LB_LOG"; then
+        pass "no server up: tcp closes the connection after logging it"
+    else
+        fail "all down tcp" "curl $c; $(grep 'listener=raw' "$LB_LOG" | tail -1)"
+    fi
+    stop_lb
+}
+
+# start_https PORT [REQUIRE_CLIENT_CERT]: a python3 ssl HTTP server with the
+# test PKI's server certificate (CN localhost); it answers "tls-ok cn=CN".
+start_https() {
+    python3 - "$1" "$PKI" "${2:-0}" "$W/https.$1.ready" <<'PY' >>"$W/https.$1.out" 2>&1 &
+import http.server, socketserver, ssl, sys
+port, pki, need, ready = int(sys.argv[1]), sys.argv[2] + "/", sys.argv[3] == "1", sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(pki + "server.crt", pki + "server.key")
+if need:
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(pki + "ca.crt")
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        cert = self.connection.getpeercert()
+        cn = "-"
+        if cert:
+            cn = [v for rdn in cert["subject"] for k, v in rdn if k == "commonName"][0]
+        body = ("tls-ok cn=%s\n" % cn).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+    def handle_error(self, request, client_address):
+        pass
+srv = S(("127.0.0.1", port), H)
+open(ready, "w").close()
+srv.serve_forever()
+PY
+    BE_PID[$1]=$!
+    wait_file "$W/https.$1.ready"
+}
+
+t_https_backend() {
+    local lp tp bp bm c
+    newport lp; newport tp; newport bp; newport bm
+    start_https "$bp"
+    start_https "$bm" 1
+    { conf_http "$lp" "backend web
+    check http GET /
+    check-interval 500ms
+    fall 1
+    server s 127.0.0.1:$bp tls ca $PKI/ca.crt sni localhost
+backend mutual
+    server m 127.0.0.1:$bm tls ca $PKI/ca.crt sni localhost cert $PKI/client.crt $PKI/client.key
+backend wrongca
+    check tcp
+    check-interval 500ms
+    fall 1
+    server x 127.0.0.1:$bp tls ca $PKI/other-ca.crt
+backend wrongsni
+    retries 0
+    server y 127.0.0.1:$bp tls ca $PKI/ca.crt sni wrong.example.com" "    route path /mutual backend mutual
+    route path /wrongca backend wrongca
+    route path /wrongsni backend wrongsni"
+      cat <<EOF
+listener raw
+    bind 127.0.0.1:$tp
+    mode tcp
+    cert $PKI/server.crt $PKI/server.key
+    ca $PKI/ca.crt
+    default-backend web
+EOF
+    } >"$W/https.conf"
+    start_lb "$W/https.conf" || { fail https-backend "no mtlslb"; return; }
+    c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        "https://localhost:$lp/")
+    [ "$c" = "tls-ok cn=-" ] && pass "https backend, http mode: verified with ca and sni" ||
+        fail "https backend http" "got '$c'"
+    c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        "https://localhost:$tp/")
+    [ "$c" = "tls-ok cn=-" ] && pass "https backend, tcp mode: TLS on both legs" ||
+        fail "https backend tcp" "got '$c'"
+    c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        "https://localhost:$lp/mutual")
+    [ "$c" = "tls-ok cn=client-good" ] && pass "https backend: mtlslb presents its own client certificate" ||
+        fail "https backend cert" "got '$c'"
+    c=$(cget "https://localhost:$lp/wrongsni")
+    sleep 0.2
+    if [ "$c" = 502 ] && grep -q "server y .*connect failed: TLS: .*(-322)" "$LB_LOG"; then
+        pass "https backend: a wrong sni fails the connect with a logged reason (502)"
+    else
+        fail "https wrong sni" "got $c; $(grep 'server y' "$LB_LOG" | tail -1)"
+    fi
+    wait_log "backend wrongca server x DOWN: TLS: .*(-188)" 3 >/dev/null
+    if grep -q "backend wrongca server x DOWN: TLS: .*(-188)" "$LB_LOG" && ! grep -q "server s DOWN" "$LB_LOG"; then
+        pass "https backend: checks run over TLS (a wrong ca marks the server DOWN with the reason)"
+    else
+        fail "https checks" "$(grep -E 'DOWN|UP' "$LB_LOG")"
+    fi
+    c=$(cget "https://localhost:$lp/wrongca")
+    [ "$c" = 503 ] && pass "https backend: with its only server down, the route answers 503" ||
+        fail "https wrong ca request" "got $c"
+    stop_lb
+    stop_backend "$bp"; stop_backend "$bm"
+}
+
+t_stats() {
+    local lp b1 dead sp out
+    newport lp; newport b1; newport dead; newport sp
+    start_backend http "$b1" one
+    conf_http "$lp" "backend web
+    check tcp
+    check-interval 300ms
+    fall 1
+    server a 127.0.0.1:$b1
+    server gone 127.0.0.1:$dead" | sed "s/^global$/global\n    stats 127.0.0.1:$sp/" >"$W/stats.conf"
+    start_lb "$W/stats.conf" || { fail stats "no mtlslb"; return; }
+    wait_log "server gone DOWN" 3 >/dev/null
+    for i in $(seq 5); do cget "https://localhost:$lp/" >/dev/null; done
+    cas revoked "https://localhost:$lp/" >/dev/null
+    sleep 0.2
+    out=$(curl -s --max-time 5 "http://127.0.0.1:$sp/stats")
+    if python3 -m json.tool <<<"$out" >/dev/null && python3 - "$out" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1])
+l = j["listeners"][0]
+assert l["name"] == "https" and l["total"] == 6 and l["active"] == 0, l
+assert l["handshake_failures"]["revoked"] == 1, l
+s = {x["name"]: x for x in j["backends"][0]["servers"]}
+assert s["a"]["state"] == "up" and s["a"]["total"] == 5 and s["a"]["active"] == 0, s["a"]
+assert s["a"]["bytes_in"] > 0 and s["a"]["bytes_out"] > 0, s["a"]
+assert s["a"]["check"]["last"] == "ok" and s["a"]["check"]["time"].endswith("Z"), s["a"]
+assert s["gone"]["state"] == "down" and s["gone"]["total"] == 0, s["gone"]
+assert s["gone"]["check"]["last"] == "Connection refused", s["gone"]
+PY
+    then
+        pass "GET /stats: JSON (json.tool parses it) with the states and counters of what was done"
+    else
+        fail stats "$out"
+    fi
+    out=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$sp/health")$(curl -s "http://127.0.0.1:$sp/health")
+    c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$sp/other")
+    [ "$out" = "200ok" ] && [ "$c" = 404 ] && pass "GET /health answers 200 ok; anything else 404" ||
+        fail "stats health" "health $out, other $c"
+    kill -USR1 "$LB_PID"
+    sleep 0.2
+    grep -q 'stats backend=web server=gone state=down .* check="Connection refused"' "$LB_LOG" &&
+        pass "SIGUSR1 logs the same figures (state, counters, last check)" ||
+        fail "stats SIGUSR1" "$(grep 'stats ' "$LB_LOG")"
+    stop_lb
+    stop_backend "$b1"
+}
+
+# 20 servers checked every second while requests flow: no request waits on
+# the checks (each stays under one check timeout).
+t_checks_load() {
+    local lp base i servers="" out
+    newport lp
+    base=$NEXT_PORT
+    NEXT_PORT=$((NEXT_PORT + 20))
+    python3 - "$base" "$W/many.ready" <<'PY' &
+import http.server, socketserver, sys, threading
+base, ready = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+for i in range(1, 21):
+    s = S(("127.0.0.1", base + i), H)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+open(ready, "w").close()
+threading.Event().wait()
+PY
+    local mp=$!
+    wait_file "$W/many.ready"
+    for i in $(seq 20); do servers="$servers
+    server s$i 127.0.0.1:$((base + i))"; done
+    conf_http "$lp" "backend web
+    check http GET /health
+    check-interval 1s
+    check-timeout 1s$servers" | sed 's/timeout idle 2s/timeout idle 20s/' >"$W/many.conf"
+    start_lb "$W/many.conf" || { fail checks-load "no mtlslb"; kill $mp; return; }
+    out=$(python3 - "$lp" "$PKI" <<'PY'
+import http.client, ssl, sys, time
+port, pki = int(sys.argv[1]), sys.argv[2] + "/"
+ctx = ssl.create_default_context(cafile=pki + "ca.crt")
+ctx.load_cert_chain(pki + "client.crt", pki + "client.key")
+worst, n, bad = 0.0, 0, 0
+conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+start = time.time()
+while n < 1000 and time.time() - start < 30:
+    t = time.time()
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    r.read()
+    bad += r.status != 200
+    worst = max(worst, time.time() - t)
+    n += 1
+    time.sleep(max(0, start + n * 0.01 - time.time()))   # about 100/s, 10 s
+print(n, bad, "%.3f" % worst)
+PY
+)
+    local checks
+    checks=$(grep -c "DOWN" "$LB_LOG")
+    if [ "${out%% *}" = 1000 ] && [ "$(cut -d' ' -f2 <<<"$out")" = 0 ] &&
+       python3 -c "import sys; sys.exit(float('${out##* }') >= 1.0)" && [ "$checks" = 0 ]; then
+        pass "20 servers checked every second: 1000 requests over 10 s, slowest ${out##* } s (< check timeout 1 s)"
+    else
+        fail checks-load "requests/bad/slowest: $out; DOWN lines: $checks"
+    fi
+    stop_lb
+    kill $mp 2>/dev/null; wait $mp 2>/dev/null
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -1452,7 +1819,9 @@ t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals t_log_level
 t_ipv6 t_backpressure t_no_spin t_resumption
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
-t_http_upgrade t_http_reuse t_build t_sanitizers"
+t_http_upgrade t_http_reuse
+t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
+t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
