@@ -26,6 +26,15 @@ for i in 1 2; do
     run curl -sS --cacert $PKI/ca.crt --cert $PKI/client.crt --key $PKI/client.key https://localhost:8443/
 done
 echo
+echo "== what the backend learns about the client (X-Client-* headers)"
+run curl -sS --cacert $PKI/ca.crt --cert $PKI/client.crt --key $PKI/client.key https://localhost:8443/headers
+echo
+echo "== the tcp listener relays the same servers after the handshake"
+run curl -sS --cacert $PKI/ca.crt --cert $PKI/client.crt --key $PKI/client.key https://localhost:8444/
+echo
+echo "== the stats endpoint (plain HTTP on loopback)"
+run curl -sS http://127.0.0.1:9000/health
+echo
 echo "== the revoked certificate (on the CRL) is refused"
 run curl -sS --cacert $PKI/ca.crt --cert $PKI/revoked.crt --key $PKI/revoked.key https://localhost:8443/ || true
 echo
