@@ -4671,7 +4671,7 @@ static void http_finish(struct conn *c)
 
     http_log(c);
     http_release_server(c, t->srv_keep && t->rq == HQ_DONE);
-    if (t->close_client || c->cli.eof) {
+    if (t->close_client || c->cli.eof || c->S->stopping) {
         c->closing = 1;
         return;
     }

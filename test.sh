@@ -695,27 +695,10 @@ t_timeouts() {
     stop_lb
     # A server whose listen queue is full never completes the connect: after
     # timeout connect (1 s) the next server is tried.
-    python3 - "$slow" "$W/slow.ready" <<'PY' &
-import socket, sys, time
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("127.0.0.1", int(sys.argv[1])))
-l.listen(0)
-fill = []
-for i in range(3):                      # fill the accept queue, never accept
-    s = socket.socket()
-    s.setblocking(False)
-    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
-    fill.append(s)
-time.sleep(0.5)
-open(sys.argv[2], "w").close()
-time.sleep(20)
-PY
-    sp=$!
-    wait_file "$W/slow.ready"
+    start_backend stall "$slow"
     conf_tcp "$lp" "    server slow 127.0.0.1:$slow
     server a 127.0.0.1:$bp" >"$W/ctmo.conf"
-    start_lb "$W/ctmo.conf" || { fail connect-timeout "no mtlslb"; kill $sp; return; }
+    start_lb "$W/ctmo.conf" || { fail connect-timeout "no mtlslb"; stop_backend "$slow"; return; }
     c=$(cget "https://localhost:$lp/")
     if [ "$c" = 200 ] && grep -q "server slow .*connect failed: Connection timed out" "$LB_LOG"; then
         pass "timeout connect: a server that never answers the connect is left for the next"
@@ -723,7 +706,7 @@ PY
         fail "connect timeout" "curl got $c; $(grep 'connect failed' "$LB_LOG" | tail -1)"
     fi
     stop_lb
-    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+    stop_backend "$slow"
     stop_backend "$bp"
 }
 
@@ -1029,26 +1012,9 @@ PY
 t_no_spin() {
     local lp slow sp out
     newport lp; newport slow
-    python3 - "$slow" "$W/nospin.ready" <<'PY' &
-import socket, sys, time
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("127.0.0.1", int(sys.argv[1])))
-l.listen(0)
-fill = []
-for i in range(3):                      # fill the accept queue, never accept
-    s = socket.socket()
-    s.setblocking(False)
-    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
-    fill.append(s)
-time.sleep(0.5)
-open(sys.argv[2], "w").close()
-time.sleep(20)
-PY
-    sp=$!
-    wait_file "$W/nospin.ready"
+    start_backend stall "$slow"
     conf_tcp "$lp" "    server slow 127.0.0.1:$slow" | sed 's/timeout connect 1s/timeout connect 4s/' >"$W/nospin.conf"
-    start_lb "$W/nospin.conf" || { fail no-spin "no mtlslb"; kill $sp; return; }
+    start_lb "$W/nospin.conf" || { fail no-spin "no mtlslb"; stop_backend "$slow"; return; }
     out=$(python3 - "$lp" "$PKI" "$LB_PID" <<'PY'
 import os, socket, ssl, struct, sys, time
 port, pki, pid = int(sys.argv[1]), sys.argv[2] + "/", sys.argv[3]
@@ -1075,7 +1041,7 @@ PY
         fail no-spin "mtlslb used $out s of CPU in 2 s"
     fi
     stop_lb
-    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+    stop_backend "$slow"
 }
 
 # ------------------------------------------------------------ http mode
@@ -1279,33 +1245,20 @@ t_http_errors() {
         fail "http after errors" "got $c"
     stop_lb
     # 502 when the server is down, 504 when it accepts and never answers.
-    python3 - "$silent" "$W/silent.ready" <<'PY' &
-import socket, sys, time
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("127.0.0.1", int(sys.argv[1])))
-l.listen(16)
-open(sys.argv[2], "w").close()
-held = []
-while True:
-    c, _ = l.accept()
-    held.append(c)                  # read nothing, answer nothing
-PY
-    sp=$!
-    wait_file "$W/silent.ready"
+    start_backend silent "$silent"
     stop_backend "$bp"
     conf_http "$lp" "backend web
     server a 127.0.0.1:$bp
 backend silent
     server s 127.0.0.1:$silent" "    route path /silent backend silent" >"$W/err2.conf"
-    start_lb "$W/err2.conf" || { fail http-502 "no mtlslb"; kill $sp; return; }
+    start_lb "$W/err2.conf" || { fail http-502 "no mtlslb"; stop_backend "$silent"; return; }
     c=$(cget "https://localhost:$lp/")
     [ "$c" = 502 ] && pass "http: server down -> 502" || fail "http 502" "got $c"
     c=$(cget "https://localhost:$lp/silent")
     [ "$c" = 504 ] && grep -q "status=504" "$LB_LOG" && pass "http: server silent past timeout idle -> 504" ||
         fail "http 504" "got $c"
     stop_lb
-    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+    stop_backend "$silent"
 }
 
 t_http_bodies() {

@@ -37,6 +37,9 @@ MODE
              "tlvs":[[type, hex], ...]}
           A malformed header is answered 400 "bad proxy header: REASON".
           The JSON line is also appended to --log.
+  silent  accepts connections, reads nothing and never answers (504 tests).
+  stall   listens with a full accept queue and never accepts, so a connect
+          never completes (connect-timeout tests).
 
 --ready FILE is created once the socket listens.  SIGTERM/SIGINT exit 0.
 """
@@ -536,8 +539,42 @@ class ProxyHandler(socketserver.BaseRequestHandler):
 
 # ---------------------------------------------------------------- main ----
 
+class SilentHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        # Hold the connection open, say nothing, until the peer goes away.
+        try:
+            while self.request.recv(65536):
+                pass
+        except OSError:
+            pass
+
+
+def run_stall():
+    """Listen with backlog 0, fill the queue ourselves, never accept."""
+    lsock = socket.socket(socket.AF_INET6 if ":" in ARGS.host else socket.AF_INET)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((ARGS.host, ARGS.port))
+    lsock.listen(0)
+    fill = []
+    for _ in range(3):
+        s = socket.socket(lsock.family)
+        s.setblocking(False)
+        s.connect_ex((ARGS.host, ARGS.port))
+        fill.append(s)
+    time.sleep(0.5)
+    if ARGS.ready:
+        with open(ARGS.ready, "a"):
+            pass
+    try:
+        while True:
+            time.sleep(3600)
+    except SystemExit:
+        pass
+    return 0
+
+
 HANDLERS = {"http": HttpHandler, "echo": EchoHandler, "sink": SinkHandler,
-            "proxy": ProxyHandler}
+            "proxy": ProxyHandler, "silent": SilentHandler, "stall": None}
 
 
 def main():
@@ -560,6 +597,8 @@ def main():
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
+    if ARGS.mode == "stall":
+        return run_stall()
     cls = Server6 if ":" in ARGS.host else Server
     try:
         srv = cls((ARGS.host, ARGS.port), HANDLERS[ARGS.mode])
