@@ -4285,20 +4285,25 @@ static const char *http_reason(int status)
     }
 }
 
-/* Headers a client may not send on (they are ours to set), and the
- * hop-by-hop ones (RFC 9110 7.6.1). */
-static int http_dropped(const char *n, size_t l, int upgrade)
+/* The hop-by-hop headers (RFC 9110 7.6.1), and in requests the ones a
+ * client may not send on because they are ours to set (SPEC 5). */
+static int http_dropped(const char *n, size_t l, int upgrade, int request)
 {
-    static const char *const names[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "x-forwarded-for",
-        "x-forwarded-proto", "x-real-ip", "x-client-verify", "x-client-subject",
-        "x-client-issuer", "x-client-serial", "x-client-fingerprint", "x-client-not-after",
-        "client-cert", NULL
+    static const char *const hop[] = {
+        "connection", "keep-alive", "proxy-connection", "te", NULL
+    };
+    static const char *const ours[] = {
+        "x-forwarded-for", "x-forwarded-proto", "x-real-ip", "x-client-verify",
+        "x-client-subject", "x-client-issuer", "x-client-serial", "x-client-fingerprint",
+        "x-client-not-after", "client-cert", NULL
     };
     size_t i;
 
-    for (i = 0; names[i]; i++)
-        if (http_is(n, l, names[i]))
+    for (i = 0; hop[i]; i++)
+        if (http_is(n, l, hop[i]))
+            return 1;
+    for (i = 0; request && ours[i]; i++)
+        if (http_is(n, l, ours[i]))
             return 1;
     return !upgrade && http_is(n, l, "upgrade");
 }
@@ -4322,14 +4327,15 @@ static int http_conn_listed(const struct mtlslb_http_msg *m, const char *n, size
 }
 
 /* Copy the headers that pass, as they came. */
-static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, int upgrade)
+static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, int upgrade,
+                             int request)
 {
     size_t i;
     int rc = 0;
 
     for (i = 0; i < m->nheaders; i++) {
         const struct mtlslb_http_header *h = &m->headers[i];
-        if (http_dropped(h->name, h->name_len, upgrade) ||
+        if (http_dropped(h->name, h->name_len, upgrade, request) ||
             http_conn_listed(m, h->name, h->name_len))
             continue;
         rc |= obuf_add(o, h->name, h->name_len) | obuf_add(o, ": ", 2) |
@@ -4373,7 +4379,7 @@ static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, str
     rc = obuf_add(o, m->method, m->method_len) | obuf_add(o, " ", 1) |
          obuf_add(o, m->target, m->target_len) |
          obuf_str(o, m->version == 11 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
-    rc |= http_copy_headers(o, m, c->tx.upgrade);
+    rc |= http_copy_headers(o, m, c->tx.upgrade, 1);
     if (c->tx.upgrade)
         rc |= obuf_str(o, "Connection: upgrade\r\n");
     rc |= obuf_header(o, "X-Forwarded-For", ip) | obuf_header(o, "X-Forwarded-Proto", "https") |
@@ -4612,7 +4618,7 @@ static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
                       c->S->stopping;
     t->srv_keep = !m->conn_close && m->body != MTLSLB_BODY_CLOSE && m->status != 101;
     rc = obuf_add(o, (const char *)c->srv.buf.data + c->srv.buf.off, eol + 2);
-    rc |= http_copy_headers(o, m, m->status == 101);
+    rc |= http_copy_headers(o, m, m->status == 101, 0);
     if (m->status == 101)
         rc |= obuf_str(o, "Connection: upgrade\r\n");
     else if (t->close_client)

@@ -19,7 +19,10 @@ declare -A BE_PID=()
 LB_PID=
 LB_LOG=
 LB_N=0
-NEXT_PORT=$(( 21000 + (RANDOM % 300) * 100 ))
+# Ports for our listeners come from below the ephemeral range (where the
+# kernel picks clients' ports, which would make a bind fail now and then).
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+NEXT_PORT=$(( 10000 + (RANDOM % ((EPHEMERAL_LOW - 10000 - 1000) / 100)) * 100 ))
 
 # ---------------------------------------------------------------- helpers
 
