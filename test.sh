@@ -665,7 +665,7 @@ t_build() {
     else
         fail "make install" "$out $(find "$W/inst" 2>/dev/null)"
     fi
-    out=$(env -u MAKEFLAGS -u MAKELEVEL make -n -B -C "$ROOT" SAN=0 CROSS_COMPILE=aarch64-linux-gnu- \
+    out=$(env -u MAKEFLAGS -u MAKELEVEL -u CC make -n -B -C "$ROOT" SAN=0 CROSS_COMPILE=aarch64-linux-gnu- \
         WOLFSSL_PREFIX=/opt/wolf BIN="$W/x" 2>&1)
     if grep -q "^aarch64-linux-gnu-gcc .*-I/opt/wolf/include .*-L/opt/wolf/lib -lwolfssl" <<<"$out"; then
         pass "CROSS_COMPILE and WOLFSSL_PREFIX reach the compile line"
