@@ -15,6 +15,7 @@
  *   main & signals
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE                 /* setgroups() */
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -34,6 +35,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -861,6 +864,17 @@ static int cfg_rise_fall(struct cfg_parser *p, int argc, char **argv)
     return 0;
 }
 
+static int cfg_user(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    free(p->cfg->global.user);
+    if (!(p->cfg->global.user = xstrdup(argv[1]))) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static int cfg_stats(struct cfg_parser *p, int argc, char **argv)
 {
     struct mtlslb_bind *b = &p->cfg->global.stats;
@@ -1020,7 +1034,7 @@ static const struct cfg_directive cfg_table[] = {
     { "stats",           SEC_GLOBAL,   1, 1,  cfg_stats },
     { "timeout",         SEC_GLOBAL,   2, 2,  cfg_timeout },
     { "tls-min",         SEC_LISTENER, 1, 1,  cfg_tls_min },
-    { "user",            SEC_GLOBAL,   0, 99, cfg_later },
+    { "user",            SEC_GLOBAL,   1, 1,  cfg_user },
     { "verify",          SEC_LISTENER, 1, 1,  cfg_verify },
 };
 
@@ -1409,6 +1423,7 @@ void mtlslb_config_free(struct mtlslb_config *c)
     }
     free(c->backends);
     free(c->global.stats.text);
+    free(c->global.user);
     free(c->file);
     free(c);
 }
@@ -1444,7 +1459,28 @@ struct tls_crl {
     time_t next_update;             /* 0 = not known */
     int warned;                     /* the 24 h warning is out */
     int expired_logged;
+    struct timespec mtime;          /* of the file as loaded: a change reloads it */
+    off_t size;
 };
+
+static void tls_crl_stamp(struct tls_crl *c)
+{
+    struct stat st;
+
+    if (stat(c->file->path, &st) == 0) {
+        c->mtime = st.st_mtim;
+        c->size = st.st_size;
+    }
+}
+
+static int tls_crl_changed(const struct tls_crl *c)
+{
+    struct stat st;
+
+    return stat(c->file->path, &st) == 0 &&
+           (st.st_mtim.tv_sec != c->mtime.tv_sec || st.st_mtim.tv_nsec != c->mtime.tv_nsec ||
+            st.st_size != c->size);
+}
 
 struct tls_ctx {
     WOLFSSL_CTX *ctx;
@@ -1974,6 +2010,7 @@ static int tls_load_crls(struct report *r, struct tls_ctx *t,
     for (i = 0; i < n; i++) {
         struct tls_crl *c = &t->crls[i];
         c->file = &crls[i];
+        tls_crl_stamp(c);
         if (tls_readable(r, &crls[i], "CRL") < 0)
             return -1;
         crl_next_update(crls[i].path, &c->next_update);
@@ -2102,6 +2139,21 @@ static void tls_listener_free(struct tls_listener *t)
 }
 
 /* Build every context of a listener; errors go to the report. */
+/* Build one context of a listener: its default certificate (x->sni NULL)
+ * or an sni line's.  An sni line's own ca or crl replaces the listener's;
+ * its own ca without a crl means no CRL (the listener's is another CA's). */
+static int tls_ctx_make(struct report *r, struct tls_listener *t, struct tls_ctx *x)
+{
+    const struct mtlslb_listener *l = t->cfg;
+    const struct mtlslb_sni *s = x->sni;
+
+    if (!s)
+        return tls_ctx_build(r, x, l, &l->cert, &l->key, &l->ca, l->crls, l->ncrls, t);
+    return tls_ctx_build(r, x, l, &s->cert, &s->key, s->ca.path ? &s->ca : &l->ca,
+                         s->ncrls ? s->crls : s->ca.path ? NULL : l->crls,
+                         s->ncrls ? s->ncrls : s->ca.path ? 0 : l->ncrls, t);
+}
+
 static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listener *l,
                               struct report *r)
 {
@@ -2110,7 +2162,7 @@ static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listen
 
     memset(t, 0, sizeof *t);
     t->cfg = l;
-    if (tls_ctx_build(r, &t->def, l, &l->cert, &l->key, &l->ca, l->crls, l->ncrls, t) < 0)
+    if (tls_ctx_make(r, t, &t->def) < 0)
         rc = -1;
     t->sni = calloc(l->nsnis ? l->nsnis : 1, sizeof *t->sni);
     if (!t->sni) {
@@ -2119,17 +2171,47 @@ static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listen
     }
     t->nsni = l->nsnis;
     for (i = 0; i < l->nsnis; i++) {
-        const struct mtlslb_sni *s = &l->snis[i];
-        const struct mtlslb_file *ca = s->ca.path ? &s->ca : &l->ca;
-        /* An sni line's own ca or crl replaces the listener's; its own ca
-         * without a crl means no CRL (the listener's belongs to another CA). */
-        const struct mtlslb_file *crls = s->ncrls ? s->crls : s->ca.path ? NULL : l->crls;
-        size_t ncrls = s->ncrls ? s->ncrls : s->ca.path ? 0 : l->ncrls;
-        t->sni[i].sni = s;
-        if (tls_ctx_build(r, &t->sni[i], l, &s->cert, &s->key, ca, crls, ncrls, t) < 0)
+        t->sni[i].sni = &l->snis[i];
+        if (tls_ctx_make(r, t, &t->sni[i]) < 0)
             rc = -1;
     }
     return rc;
+}
+
+static void tls_log_report(void *arg, const char *msg)
+{
+    log_msg(MTLSLB_LOG_ERROR, "%s%s", (const char *)arg, msg);
+}
+
+/*
+ * A CRL file of this context changed on disk: build the context anew and
+ * use it for new handshakes (SSL objects hold a reference to the context
+ * they started with).  A CRL that does not load leaves the old one in use.
+ */
+static void tls_ctx_reload(struct tls_listener *t, struct tls_ctx *x)
+{
+    struct tls_ctx n;
+    struct report r;
+    size_t i;
+
+    memset(&n, 0, sizeof n);
+    memset(&r, 0, sizeof r);
+    n.sni = x->sni;
+    r.fn = tls_log_report;
+    r.arg = "CRL reload: ";
+    r.file = "(CRL watch)";
+    if (tls_ctx_make(&r, t, &n) < 0) {
+        tls_ctx_free(&n);
+        for (i = 0; i < x->ncrls; i++)
+            tls_crl_stamp(&x->crls[i]);     /* not again until the file changes again */
+        log_msg(MTLSLB_LOG_ERROR, "listener %s%s%s: the new CRL was not loaded; the previous "
+                "one stays in use", t->cfg->name, x->sni ? " sni " : "", x->sni ? x->sni->name : "");
+        return;
+    }
+    tls_ctx_free(x);
+    *x = n;
+    log_msg(MTLSLB_LOG_INFO, "listener %s%s%s: CRL reloaded; new handshakes use it", t->cfg->name,
+            x->sni ? " sni " : "", x->sni ? x->sni->name : "");
 }
 
 int mtlslb_sni_match(const char *pattern, const char *host)
@@ -2263,8 +2345,8 @@ static enum tls_reason tls_reason_of(struct tls_listener *t, WOLFSSL *ssl, int e
     }
 }
 
-/* The CRL dates, checked on a timer: a warning from 24 h before a CRL
- * expires, an error once it has. */
+/* The CRLs, checked on a timer (every 10 s): a changed file is loaded, a
+ * warning goes out from 24 h before a CRL expires, an error once it has. */
 static void tls_crl_watch(struct tls_listener *t, time_t now)
 {
     size_t i, k;
@@ -2272,6 +2354,11 @@ static void tls_crl_watch(struct tls_listener *t, time_t now)
 
     for (i = 0; i <= t->nsni; i++) {
         struct tls_ctx *x = i < t->nsni ? &t->sni[i] : &t->def;
+        for (k = 0; k < x->ncrls; k++)
+            if (tls_crl_changed(&x->crls[k])) {
+                tls_ctx_reload(t, x);
+                break;
+            }
         for (k = 0; k < x->ncrls; k++) {
             struct tls_crl *c = &x->crls[k];
             if (!c->next_update)
@@ -2940,6 +3027,7 @@ struct lst {
 struct conn {
     struct side cli, srv;
     enum conn_state st;
+    struct gen *gen;                /* the configuration it started under */
     struct lst *ls;
     struct up_backend *up;          /* tcp: the listener's; http: the request's */
     struct up_server *server;
@@ -2950,6 +3038,7 @@ struct conn {
     struct mtlslb *S;
     struct timer tm;
     struct tls_hs_note note;
+    const struct mtlslb_sni *hs_sni;    /* the sni entry of the handshake; NULL = default */
     unsigned tries;                 /* connect attempts made */
     uint64_t start;                 /* monotonic ms */
     uint64_t bytes_in, bytes_out;   /* from the client, to the client */
@@ -2968,13 +3057,26 @@ struct conn {
 
 
 /* The one object that owns the running process. */
-struct mtlslb {
+/*
+ * A generation: one configuration with everything built from it.  SIGHUP
+ * builds a new one beside the running one and swaps; a connection keeps the
+ * generation it started under (refs) until it ends.
+ */
+struct gen {
     struct mtlslb_config *cfg;
-    struct loop *loop;
     struct lst *ls;
     size_t nls;
     struct up_backend *ups;
     size_t nups;
+    unsigned refs;                  /* connections made under it */
+    struct gen *next;               /* retired generations still in use */
+};
+
+struct mtlslb {
+    struct gen *gen;                /* the running configuration */
+    struct gen *retired;
+    const char *file;               /* the configuration file, for reloads */
+    struct loop *loop;
     struct conn *conns, *dead;
     unsigned active;                /* client connections open */
     int paused_full;                /* accepting paused at max-conns */
@@ -3083,8 +3185,11 @@ static void conn_close(struct conn *c, const char *why)
         conn_accepting(S);
 }
 
+static void gen_unref(struct mtlslb *S, struct gen *g);
+
 static void conn_free(struct conn *c)
 {
+    gen_unref(c->S, c->gen);
     free(c->cli.buf.data);
     free(c->srv.buf.data);
     free(c->cli.out.p);
@@ -3460,7 +3565,7 @@ static void relay_pump(struct conn *c)
         return;
     }
     if (any)
-        timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+        timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_idle);
     loop_events(S->loop, &c->cli.pl, side_interest(&c->cli, &c->srv));
     loop_events(S->loop, &c->srv.pl, side_interest(&c->srv, &c->cli));
 }
@@ -4037,7 +4142,7 @@ static void conn_ready(struct conn *c)
 {
     struct mtlslb *S = c->S;
 
-    timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+    timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_idle);
     if (c->http) {
         c->st = CONN_HTTP;
         c->srv_reused = 0;
@@ -4088,7 +4193,7 @@ static void conn_connect_to(struct conn *c, struct up_server *s)
     }
     c->st = CONN_CONNECTING;
     loop_events(S->loop, &c->cli.pl, 0);
-    timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_connect);
+    timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_connect);
 }
 
 /* Connect to the next server of the connection's backend. */
@@ -4198,10 +4303,10 @@ static void pool_clear(struct mtlslb *S)
 {
     size_t i, j;
 
-    for (i = 0; i < S->nups; i++)
-        for (j = 0; j < S->ups[i].n; j++)
-            while (S->ups[i].srv[j].idle)
-                pool_drop(S, S->ups[i].srv[j].idle);
+    for (i = 0; i < S->gen->nups; i++)
+        for (j = 0; j < S->gen->ups[i].n; j++)
+            while (S->gen->ups[i].srv[j].idle)
+                pool_drop(S, S->gen->ups[i].srv[j].idle);
 }
 
 /* Send the request over an idle connection of server s, if it has one. */
@@ -4539,7 +4644,7 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
     struct mtlslb *S = c->S;
     struct http_tx *t = &c->tx;
     const struct mtlslb_route *r;
-    struct tls_ctx *asked, *used;
+    struct tls_ctx *asked;
     struct up_server *s;
     char host[256];
     size_t n;
@@ -4558,13 +4663,12 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
     /* SPEC 4: a Host naming another sni entry than the handshake's is 421,
      * so one name's CA cannot reach another name's routes. */
     asked = host[0] ? tls_sni_find(&c->ls->tls, host) : NULL;
-    used = tls_ctx_of(&c->ls->tls, c->cli.ssl);
-    if (asked && asked != used) {
+    if (asked && asked->sni != c->hs_sni) {
         http_error(c, 421);
         return;
     }
     r = http_route(c->ls->cfg, host, m);
-    t->up = &S->ups[r ? r->backend : c->ls->cfg->backend];
+    t->up = &c->gen->ups[r ? r->backend : c->ls->cfg->backend];
     t->upgrade = m->conn_upgrade;
     t->head_req = http_is(m->method, m->method_len, "HEAD");
     t->keep = !m->conn_close;
@@ -4802,9 +4906,9 @@ static void http_timer(struct conn *c, int moved)
     const struct http_tx *t = &c->tx;
 
     if (t->rq == HQ_HEAD && t->rs == HS_NONE && c->cli.buf.len && !c->closing)
-        timer_set(S->loop, &c->tm, t->head_start + S->cfg->global.tmo_request);
+        timer_set(S->loop, &c->tm, t->head_start + S->gen->cfg->global.tmo_request);
     else if (moved || (t->rq == HQ_HEAD && !c->cli.buf.len))
-        timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_idle);
+        timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_idle);
 }
 
 static void http_pump(struct conn *c)
@@ -4899,6 +5003,7 @@ static void conn_handshake_done(struct conn *c)
         return;
     }
     c->established = 1;
+    c->hs_sni = tls_ctx_of(&c->ls->tls, c->cli.ssl)->sni;
     log_msg(MTLSLB_LOG_DEBUG, "handshake ok %s listener=%s sni=%s cn=%s %s %s", c->peer,
             l->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
             wolfSSL_get_version(c->cli.ssl), wolfSSL_get_cipher(c->cli.ssl));
@@ -5086,6 +5191,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
         return NULL;
     c->S = S;
     c->ls = ls;
+    c->gen = S->gen;
     c->start = S->now;
     c->cli.conn = c->srv.conn = c;
     c->cli.pl.kind = c->srv.pl.kind = PK_SIDE;
@@ -5115,12 +5221,13 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     wolfSSL_set_app_data(c->cli.ssl, &c->note);
     c->tm.kind = TM_CONN;
-    timer_set(S->loop, &c->tm, S->now + S->cfg->global.tmo_handshake);
+    timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_handshake);
     c->next = S->conns;
     if (S->conns)
         S->conns->prev = c;
     S->conns = c;
     S->active++;
+    S->gen->refs++;
     ls->active++;
     ls->total++;
     return c;
@@ -5131,10 +5238,10 @@ static void conn_listen_events(struct mtlslb *S, short ev)
 {
     size_t i, j;
 
-    for (i = 0; i < S->nls; i++)
-        for (j = 0; j < S->ls[i].nfds; j++)
-            if (S->ls[i].fds[j].pl.slot >= 0)
-                loop_events(S->loop, &S->ls[i].fds[j].pl, ev);
+    for (i = 0; i < S->gen->nls; i++)
+        for (j = 0; j < S->gen->ls[i].nfds; j++)
+            if (S->gen->ls[i].fds[j].pl.slot >= 0)
+                loop_events(S->loop, &S->gen->ls[i].fds[j].pl, ev);
 }
 
 /* Resume accepting if nothing holds it back. */
@@ -5142,7 +5249,7 @@ static void conn_accepting(struct mtlslb *S)
 {
     if (S->stopping)
         return;
-    S->paused_full = S->active >= S->cfg->global.max_conns;
+    S->paused_full = S->active >= S->gen->cfg->global.max_conns;
     conn_listen_events(S, (S->paused_full || S->paused_fds) ? 0 : POLLIN);
 }
 
@@ -5180,7 +5287,7 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
         socklen_t sl = sizeof ss;
         int fd;
 
-        if (S->active >= S->cfg->global.max_conns) {
+        if (S->active >= S->gen->cfg->global.max_conns) {
             conn_accepting(S);
             return;
         }
@@ -5240,8 +5347,8 @@ static void stats_log(struct mtlslb *S)
     size_t i, j;
     char fails[512], when[32];
 
-    for (i = 0; i < S->nls; i++) {
-        struct lst *l = &S->ls[i];
+    for (i = 0; i < S->gen->nls; i++) {
+        struct lst *l = &S->gen->ls[i];
         size_t off = 0;
         fails[0] = 0;
         for (j = 0; j < R_COUNT; j++)
@@ -5252,9 +5359,9 @@ static void stats_log(struct mtlslb *S)
                 l->cfg->name, (unsigned long long)l->active, (unsigned long long)l->total,
                 fails[0] ? fails : " none");
     }
-    for (i = 0; i < S->nups; i++)
-        for (j = 0; j < S->ups[i].n; j++) {
-            struct up_server *s = &S->ups[i].srv[j];
+    for (i = 0; i < S->gen->nups; i++)
+        for (j = 0; j < S->gen->ups[i].n; j++) {
+            struct up_server *s = &S->gen->ups[i].srv[j];
             stats_time(s->hc.last_time, when, sizeof when);
             log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%u total=%llu "
                     "connect_failures=%llu bytes_in=%llu bytes_out=%llu check=\"%s\" "
@@ -5328,8 +5435,8 @@ static int stats_json(struct mtlslb *S, struct obuf *o)
                       (long)getpid(), (unsigned long long)((S->now - S->started) / 1000),
                       S->active);
 
-    for (i = 0; i < S->nls; i++) {
-        const struct lst *l = &S->ls[i];
+    for (i = 0; i < S->gen->nls; i++) {
+        const struct lst *l = &S->gen->ls[i];
         rc |= obuf_str(o, i ? ",{\"name\":" : "{\"name\":") | json_str(o, l->cfg->name);
         rc |= json_fmt(o, ",\"mode\":\"%s\",\"active\":%llu,\"total\":%llu,\"handshake_failures\":{",
                        l->cfg->mode == MTLSLB_MODE_TCP ? "tcp" : "http",
@@ -5340,8 +5447,8 @@ static int stats_json(struct mtlslb *S, struct obuf *o)
         rc |= obuf_str(o, "}}");
     }
     rc |= obuf_str(o, "],\"backends\":[");
-    for (i = 0; i < S->nups; i++) {
-        const struct up_backend *b = &S->ups[i];
+    for (i = 0; i < S->gen->nups; i++) {
+        const struct up_backend *b = &S->gen->ups[i];
         rc |= obuf_str(o, i ? ",{\"name\":" : "{\"name\":") | json_str(o, b->cfg->name);
         rc |= json_fmt(o, ",\"up\":%u,\"servers\":[", up_count_up(b));
         for (j = 0; j < b->n; j++) {
@@ -5615,6 +5722,8 @@ static int loop_reserve_timers(struct loop *L, size_t n)
     return 0;
 }
 
+static void main_reload(struct mtlslb *S);
+
 /* The self-pipe: a handler only writes the signal's number, the loop reads
  * it like any other event. */
 static int sig_pipe[2] = { -1, -1 };
@@ -5636,9 +5745,9 @@ static void loop_stop(struct mtlslb *S)
     if (S->stopping)
         return;
     S->stopping = 1;
-    for (i = 0; i < S->nls; i++)
-        for (j = 0; j < S->ls[i].nfds; j++) {
-            struct lst_fd *lf = &S->ls[i].fds[j];
+    for (i = 0; i < S->gen->nls; i++)
+        for (j = 0; j < S->gen->ls[i].nfds; j++) {
+            struct lst_fd *lf = &S->gen->ls[i].fds[j];
             loop_del(S->loop, &lf->pl);
             close(lf->pl.fd);
             lf->pl.fd = -1;
@@ -5651,8 +5760,8 @@ static void loop_stop(struct mtlslb *S)
     }
     pool_clear(S);
     log_msg(MTLSLB_LOG_INFO, "stopping: listeners closed, %u connection%s open, grace %u ms",
-            S->active, S->active == 1 ? "" : "s", S->cfg->global.grace);
-    timer_set(S->loop, &S->grace_tm, S->now + S->cfg->global.grace);
+            S->active, S->active == 1 ? "" : "s", S->gen->cfg->global.grace);
+    timer_set(S->loop, &S->grace_tm, S->now + S->gen->cfg->global.grace);
 }
 
 static void loop_signals(struct mtlslb *S)
@@ -5665,8 +5774,7 @@ static void loop_signals(struct mtlslb *S)
             if (b[i] == SIGTERM || b[i] == SIGINT)
                 loop_stop(S);
             else if (b[i] == SIGHUP)
-                log_msg(MTLSLB_LOG_WARN, "SIGHUP: reload is not supported yet; the running "
-                        "configuration is unchanged");
+                main_reload(S);
             else if (b[i] == SIGUSR1)
                 stats_log(S);
         }
@@ -5685,8 +5793,8 @@ static void loop_timer(struct mtlslb *S, struct timer *t)
         conn_accepting(S);
         break;
     case TM_TICK:
-        for (i = 0; i < S->nls; i++)
-            tls_crl_watch(&S->ls[i].tls, time(NULL));
+        for (i = 0; i < S->gen->nls; i++)
+            tls_crl_watch(&S->gen->ls[i].tls, time(NULL));
         timer_set(S->loop, t, S->now + 10000);
         break;
     case TM_GRACE:
@@ -5802,121 +5910,388 @@ static int main_bind(struct lst_fd *lf, const struct mtlslb_bind *b)
     return 0;
 }
 
-/* Load every file the configuration names; errors go to the report. */
-static int main_build(struct mtlslb *S, mtlslb_report_fn *report)
+/* ---- generations: build, listen, swap (start-up and SIGHUP) ---- */
+
+static void gen_free(struct loop *L, struct gen *g)
 {
-    struct report r;
-    size_t i;
-
-    memset(&r, 0, sizeof r);
-    r.fn = report;
-    r.file = S->cfg->file;
-    S->nls = S->cfg->nlisteners;
-    S->nups = S->cfg->nbackends;
-    S->ls = calloc(S->nls, sizeof *S->ls);
-    S->ups = calloc(S->nups, sizeof *S->ups);
-    if (!S->ls || !S->ups) {
-        fprintf(stderr, "out of memory\n");
-        return -1;
-    }
-    for (i = 0; i < S->nups; i++) {
-        size_t j;
-        if (up_init(&S->ups[i], &S->cfg->backends[i]) < 0) {
-            fprintf(stderr, "out of memory\n");
-            return -1;
-        }
-        for (j = 0; j < S->ups[i].n; j++)
-            up_tls_build(&r, &S->ups[i].srv[j]);
-    }
-    for (i = 0; i < S->nls; i++) {
-        S->ls[i].cfg = &S->cfg->listeners[i];
-        S->ls[i].up = &S->ups[S->cfg->listeners[i].backend];
-        tls_listener_build(&S->ls[i].tls, &S->cfg->listeners[i], &r);
-    }
-    return r.errors ? -1 : 0;
-}
-
-static void main_free(struct mtlslb *S)
-{
-    size_t i;
-
-    for (i = 0; i < S->nls; i++) {
-        tls_listener_free(&S->ls[i].tls);
-        free(S->ls[i].fds);
-    }
-    free(S->ls);
-    for (i = 0; i < S->nups; i++) {
-        size_t j;
-        for (j = 0; j < S->ups[i].n; j++) {
-            if (S->ups[i].srv[j].hc.pl.fd >= 0)
-                hc_close(S->loop, &S->ups[i].srv[j]);
-            if (S->ups[i].srv[j].tls_ctx)
-                wolfSSL_CTX_free(S->ups[i].srv[j].tls_ctx);
-        }
-        free(S->ups[i].srv);
-    }
-    free(S->ups);
-    mtlslb_config_free(S->cfg);
-}
-
-static int main_listen(struct mtlslb *S)
-{
-    const struct mtlslb_bind *sb = &S->cfg->global.stats;
     size_t i, j;
 
-    S->stats_pl.fd = -1;
-    S->stats_pl.slot = -1;
-    S->stats_pl.kind = PK_STATS_LISTEN;
-    if (sb->addrlen) {
-        struct lst_fd tmp;
-        memset(&tmp, 0, sizeof tmp);
-        if (main_bind(&tmp, sb) < 0) {
-            log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", sb->text, strerror(errno));
-            if (tmp.pl.fd > 0)
-                close(tmp.pl.fd);
-            return -1;
-        }
-        S->stats_pl.fd = tmp.pl.fd;
-        if (loop_add(S->loop, &S->stats_pl, POLLIN) < 0)
-            return -1;
-        log_msg(MTLSLB_LOG_INFO, "stats: listening on %s (GET /stats, GET /health)", sb->text);
+    if (!g)
+        return;
+    for (i = 0; i < g->nls; i++) {
+        tls_listener_free(&g->ls[i].tls);
+        for (j = 0; j < g->ls[i].nfds; j++)
+            if (g->ls[i].fds[j].pl.fd >= 0) {
+                loop_del(L, &g->ls[i].fds[j].pl);
+                close(g->ls[i].fds[j].pl.fd);
+            }
+        free(g->ls[i].fds);
     }
+    free(g->ls);
+    for (i = 0; i < g->nups; i++) {
+        for (j = 0; j < g->ups[i].n; j++) {
+            struct up_server *s = &g->ups[i].srv[j];
+            if (s->hc.pl.fd >= 0)
+                hc_close(L, s);
+            timer_del(L, &s->hc.tm);
+            if (s->tls_ctx)
+                wolfSSL_CTX_free(s->tls_ctx);
+        }
+        free(g->ups[i].srv);
+    }
+    free(g->ups);
+    mtlslb_config_free(g->cfg);
+    free(g);
+}
 
-    for (i = 0; i < S->nls; i++) {
-        struct lst *l = &S->ls[i];
+/* Parse a configuration and load every file it names, into a generation
+ * that nothing uses yet.  NULL after reporting the errors. */
+static struct gen *gen_build(const char *file, mtlslb_report_fn *report, void *arg)
+{
+    struct gen *g = calloc(1, sizeof *g);
+    struct report r;
+    size_t i, j;
+
+    if (!g) {
+        report(arg, "out of memory");
+        return NULL;
+    }
+    if (mtlslb_config_parse(file, &g->cfg, report, arg) != 0) {
+        free(g);
+        return NULL;
+    }
+    memset(&r, 0, sizeof r);
+    r.fn = report;
+    r.arg = arg;
+    r.file = g->cfg->file;
+    g->nls = g->cfg->nlisteners;
+    g->nups = g->cfg->nbackends;
+    g->ls = calloc(g->nls, sizeof *g->ls);
+    g->ups = calloc(g->nups, sizeof *g->ups);
+    if (!g->ls || !g->ups) {
+        report_at(&r, 0, "out of memory");
+        gen_free(NULL, g);
+        return NULL;
+    }
+    for (i = 0; i < g->nups; i++) {
+        if (up_init(&g->ups[i], &g->cfg->backends[i]) < 0) {
+            report_at(&r, 0, "out of memory");
+            continue;
+        }
+        for (j = 0; j < g->ups[i].n; j++)
+            up_tls_build(&r, &g->ups[i].srv[j]);
+    }
+    for (i = 0; i < g->nls; i++) {
+        struct lst *l = &g->ls[i];
+        l->cfg = &g->cfg->listeners[i];
+        l->up = &g->ups[l->cfg->backend];
+        tls_listener_build(&l->tls, l->cfg, &r);
         l->fds = calloc(l->cfg->nbinds, sizeof *l->fds);
-        if (!l->fds)
-            return -1;
-        for (j = 0; j < l->cfg->nbinds; j++) {
-            struct lst_fd *lf = &l->fds[j];
-            lf->pl.kind = PK_LISTEN;
-            lf->pl.fd = -1;
-            lf->pl.slot = -1;
-            lf->ls = l;
-            l->nfds++;
-            if (main_bind(lf, &l->cfg->binds[j]) < 0 || loop_add(S->loop, &lf->pl, POLLIN) < 0) {
-                log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", l->cfg->name,
-                        l->cfg->binds[j].text, strerror(errno));
+        if (!l->fds) {
+            report_at(&r, l->cfg->line, "out of memory");
+            continue;
+        }
+        l->nfds = l->cfg->nbinds;
+        for (j = 0; j < l->nfds; j++) {
+            l->fds[j].pl.kind = PK_LISTEN;
+            l->fds[j].pl.fd = -1;
+            l->fds[j].pl.slot = -1;
+            l->fds[j].ls = l;
+        }
+    }
+    if (r.errors) {
+        gen_free(NULL, g);
+        return NULL;
+    }
+    return g;
+}
+
+/* A listening socket of the running generation with this address. */
+static struct lst_fd *gen_find_bind(struct gen *old, const struct mtlslb_bind *b)
+{
+    size_t i, j;
+
+    for (i = 0; old && i < old->nls; i++)
+        for (j = 0; j < old->ls[i].nfds; j++) {
+            const struct mtlslb_bind *ob = &old->ls[i].cfg->binds[j];
+            if (old->ls[i].fds[j].pl.fd >= 0 && ob->addrlen == b->addrlen &&
+                memcmp(&ob->addr, &b->addr, b->addrlen) == 0)
+                return &old->ls[i].fds[j];
+        }
+    return NULL;
+}
+
+/* Open the sockets a new generation needs and the old one does not have.
+ * On failure everything opened here is closed again. */
+static int gen_open(struct gen *g, struct gen *old)
+{
+    size_t i, j;
+
+    for (i = 0; i < g->nls; i++)
+        for (j = 0; j < g->ls[i].nfds; j++) {
+            const struct mtlslb_bind *b = &g->ls[i].cfg->binds[j];
+            struct lst_fd *lf = &g->ls[i].fds[j];
+            if (gen_find_bind(old, b))
+                continue;                   /* kept: no refused connection */
+            if (main_bind(lf, b) < 0) {
+                int e = errno;
+                log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", g->ls[i].cfg->name,
+                        b->text, strerror(e));
+                for (i = 0; i < g->nls; i++)
+                    for (j = 0; j < g->ls[i].nfds; j++)
+                        if (g->ls[i].fds[j].pl.fd >= 0) {
+                            close(g->ls[i].fds[j].pl.fd);
+                            g->ls[i].fds[j].pl.fd = -1;
+                        }
+                errno = e;
                 return -1;
             }
             log_msg(MTLSLB_LOG_INFO, "listener %s: listening on %s (%s mode, backend %s)",
-                    l->cfg->name, l->cfg->binds[j].text,
-                    l->cfg->mode == MTLSLB_MODE_TCP ? "tcp" : "http", l->up->cfg->name);
+                    g->ls[i].cfg->name, b->text,
+                    g->ls[i].cfg->mode == MTLSLB_MODE_TCP ? "tcp" : "http", g->ls[i].up->cfg->name);
         }
-    }
     return 0;
 }
 
-static void main_close_listeners(struct mtlslb *S)
+/* Put the new generation's sockets in the poll set, taking over the old
+ * one's where the address is the same; close the old ones left over. */
+static void gen_activate(struct mtlslb *S, struct gen *g, struct gen *old)
 {
     size_t i, j;
 
-    for (i = 0; i < S->nls; i++)
-        for (j = 0; j < S->ls[i].nfds; j++)
-            if (S->ls[i].fds[j].pl.fd >= 0) {
-                close(S->ls[i].fds[j].pl.fd);
-                S->ls[i].fds[j].pl.fd = -1;
+    for (i = 0; i < g->nls; i++)
+        for (j = 0; j < g->ls[i].nfds; j++) {
+            struct lst_fd *lf = &g->ls[i].fds[j], *from = gen_find_bind(old, &g->ls[i].cfg->binds[j]);
+            if (from) {
+                loop_del(S->loop, &from->pl);
+                lf->pl.fd = from->pl.fd;
+                from->pl.fd = -1;
             }
+            if (lf->pl.fd >= 0 && loop_add(S->loop, &lf->pl, POLLIN) < 0)
+                log_msg(MTLSLB_LOG_ERROR, "listener %s: out of memory", g->ls[i].cfg->name);
+        }
+    for (i = 0; old && i < old->nls; i++)
+        for (j = 0; j < old->ls[i].nfds; j++) {
+            struct lst_fd *lf = &old->ls[i].fds[j];
+            if (lf->pl.fd < 0)
+                continue;
+            log_msg(MTLSLB_LOG_INFO, "listener %s: no longer listening on %s", old->ls[i].cfg->name,
+                    old->ls[i].cfg->binds[j].text);
+            loop_del(S->loop, &lf->pl);
+            close(lf->pl.fd);
+            lf->pl.fd = -1;
+        }
+}
+
+/* Counters and server states go on by name, so a reload neither resets the
+ * figures nor makes servers flap. */
+static void gen_carry(struct gen *g, const struct gen *old)
+{
+    size_t i, j, k, m;
+
+    for (i = 0; i < g->nls; i++)
+        for (j = 0; j < old->nls; j++)
+            if (strcmp(g->ls[i].cfg->name, old->ls[j].cfg->name) == 0) {
+                g->ls[i].total = old->ls[j].total;
+                memcpy(g->ls[i].hs_fail, old->ls[j].hs_fail, sizeof g->ls[i].hs_fail);
+            }
+    for (i = 0; i < g->nups; i++)
+        for (j = 0; j < old->nups; j++) {
+            if (strcmp(g->ups[i].cfg->name, old->ups[j].cfg->name) != 0)
+                continue;
+            for (k = 0; k < g->ups[i].n; k++)
+                for (m = 0; m < old->ups[j].n; m++) {
+                    struct up_server *s = &g->ups[i].srv[k];
+                    const struct up_server *o = &old->ups[j].srv[m];
+                    if (strcmp(s->cfg->name, o->cfg->name) != 0 ||
+                        strcmp(s->cfg->addr_text, o->cfg->addr_text) != 0)
+                        continue;
+                    s->total = o->total;
+                    s->fails = o->fails;
+                    s->bytes_in = o->bytes_in;
+                    s->bytes_out = o->bytes_out;
+                    if (g->ups[i].cfg->check != MTLSLB_CHECK_NONE &&
+                        old->ups[j].cfg->check != MTLSLB_CHECK_NONE) {
+                        s->up = o->up;
+                        s->hc.oks = o->hc.oks;
+                        s->hc.fails = o->hc.fails;
+                        memcpy(s->hc.last, o->hc.last, sizeof s->hc.last);
+                        s->hc.last_time = o->hc.last_time;
+                        s->hc.last_ms = o->hc.last_ms;
+                    }
+                }
+        }
+}
+
+/* The running generation's checks and idle server connections stop: the
+ * new one has its own.  Its connections go on. */
+static void gen_retire(struct mtlslb *S, struct gen *old)
+{
+    size_t i, j;
+
+    for (i = 0; i < old->nups; i++)
+        for (j = 0; j < old->ups[i].n; j++) {
+            struct up_server *s = &old->ups[i].srv[j];
+            hc_close(S->loop, s);
+            timer_del(S->loop, &s->hc.tm);
+            while (s->idle)
+                pool_drop(S, s->idle);
+        }
+    if (old->refs == 0) {
+        gen_free(S->loop, old);
+        return;
+    }
+    old->next = S->retired;
+    S->retired = old;
+}
+
+/* A connection of generation g ended. */
+static void gen_unref(struct mtlslb *S, struct gen *g)
+{
+    struct gen **p;
+
+    if (--g->refs || g == S->gen)
+        return;
+    for (p = &S->retired; *p; p = &(*p)->next)
+        if (*p == g) {
+            *p = g->next;
+            break;
+        }
+    gen_free(S->loop, g);
+}
+
+static size_t gen_timers(const struct gen *g, unsigned active)
+{
+    size_t i, n = active + g->cfg->global.max_conns + 8 + STATS_MAX_CONNS;
+
+    for (i = 0; i < g->nups; i++)
+        n += g->ups[i].n * (MTLSLB_POOL_MAX + 1);   /* its pool and its check */
+    return n;
+}
+
+/* Start what a generation runs: CRL watch, health checks. */
+static void gen_start(struct mtlslb *S, struct gen *g)
+{
+    size_t i;
+
+    log_level = g->cfg->global.log_level;
+    for (i = 0; i < g->nls; i++)
+        tls_crl_watch(&g->ls[i].tls, time(NULL));
+    for (i = 0; i < g->nups; i++)
+        hc_schedule(S->loop, S->now, &g->ups[i]);
+}
+
+static int main_stats_bind(struct mtlslb *S, const struct mtlslb_bind *sb, int *fd)
+{
+    struct lst_fd tmp;
+
+    (void)S;
+    *fd = -1;
+    if (!sb->addrlen)
+        return 0;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.pl.fd = -1;
+    if (main_bind(&tmp, sb) < 0) {
+        log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", sb->text, strerror(errno));
+        if (tmp.pl.fd >= 0)
+            close(tmp.pl.fd);
+        return -1;
+    }
+    *fd = tmp.pl.fd;
+    return 0;
+}
+
+static int stats_same(const struct mtlslb_bind *a, const struct mtlslb_bind *b)
+{
+    return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+static void main_stats_switch(struct mtlslb *S, const struct mtlslb_bind *sb, int fd)
+{
+    if (S->stats_pl.fd >= 0) {
+        loop_del(S->loop, &S->stats_pl);
+        close(S->stats_pl.fd);
+    }
+    S->stats_pl.fd = fd;
+    if (fd >= 0 && loop_add(S->loop, &S->stats_pl, POLLIN) == 0)
+        log_msg(MTLSLB_LOG_INFO, "stats: listening on %s (GET /stats, GET /health)", sb->text);
+}
+
+static void main_reload_report(void *arg, const char *msg)
+{
+    (void)arg;
+    log_msg(MTLSLB_LOG_ERROR, "reload: %s", msg);
+}
+
+/*
+ * SIGHUP: build the new configuration completely beside the running one
+ * (every file loaded, every new address bound); on any error keep the
+ * running one.  Then swap: sockets with unchanged addresses are handed
+ * over, so no connection is refused; open connections finish on the
+ * generation they started with.
+ */
+static void main_reload(struct mtlslb *S)
+{
+    struct gen *g, *old = S->gen;
+    const struct mtlslb_bind *sb;
+    int stats_fd = -1;
+
+    if (S->stopping)
+        return;
+    log_msg(MTLSLB_LOG_INFO, "reload: reading %s", S->file);
+    g = gen_build(S->file, main_reload_report, NULL);
+    if (!g) {
+        log_msg(MTLSLB_LOG_ERROR, "reload failed: the running configuration is unchanged");
+        return;
+    }
+    sb = &g->cfg->global.stats;
+    if (gen_open(g, old) < 0 ||
+        (!stats_same(sb, &old->cfg->global.stats) && main_stats_bind(S, sb, &stats_fd) < 0) ||
+        loop_reserve_timers(S->loop, gen_timers(g, S->active)) < 0) {
+        if (stats_fd >= 0)
+            close(stats_fd);
+        gen_free(S->loop, g);
+        log_msg(MTLSLB_LOG_ERROR, "reload failed: the running configuration is unchanged");
+        return;
+    }
+    if (!stats_same(sb, &old->cfg->global.stats))
+        main_stats_switch(S, sb, stats_fd);
+    gen_carry(g, old);
+    gen_activate(S, g, old);
+    S->gen = g;
+    gen_retire(S, old);
+    gen_start(S, g);
+    conn_accepting(S);
+    log_msg(MTLSLB_LOG_INFO, "reload: configuration of %s in use (%zu listener%s, %zu backend%s); "
+            "%u connection%s go on with the previous one", S->file, g->nls, g->nls == 1 ? "" : "s",
+            g->nups, g->nups == 1 ? "" : "s", S->active, S->active == 1 ? "" : "s");
+}
+
+/* `user NAME`: after binding and loading keys, drop root for good. */
+static int main_drop_privileges(const char *name)
+{
+    struct passwd *pw;
+    gid_t gid;
+
+    errno = 0;
+    pw = getpwnam(name);
+    if (!pw) {
+        log_msg(MTLSLB_LOG_ERROR, "user %s: %s", name, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    gid = pw->pw_gid;
+    if (setgroups(1, &gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        log_msg(MTLSLB_LOG_ERROR, "user %s: cannot switch (%s); start as root to use 'user'",
+                name, strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
+        log_msg(MTLSLB_LOG_ERROR, "user %s: root could be regained; stopping", name);
+        return -1;
+    }
+    log_msg(MTLSLB_LOG_INFO, "running as user %s (uid %ld, gid %ld)", name, (long)pw->pw_uid,
+            (long)pw->pw_gid);
+    return 0;
 }
 
 static int main_signals(struct loop *L, struct pollable *sp)
@@ -5953,11 +6328,11 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *file = "/etc/mtlslb.conf";
-    int check = 0, i, rc;
-    size_t pool_timers = 0;
+    int check = 0, i, rc = 2, stats_fd = -1;
     struct mtlslb S;
     struct loop L;
     struct pollable sigp;
+    struct gen *g;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
@@ -5979,43 +6354,43 @@ int main(int argc, char **argv)
     memset(&L, 0, sizeof L);
     memset(&sigp, 0, sizeof sigp);
     S.loop = &L;
+    S.file = file;
+    S.spare_fd = S.next_fd = -1;
+    S.stats_pl.fd = -1;
+    S.stats_pl.slot = -1;
+    S.stats_pl.kind = PK_STATS_LISTEN;
+    S.accept_tm.kind = TM_ACCEPT;
+    S.tick_tm.kind = TM_TICK;
+    S.grace_tm.kind = TM_GRACE;
     if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
         fprintf(stderr, "mtlslb: cannot initialise wolfSSL\n");
         return 2;
     }
-    if (mtlslb_config_parse(file, &S.cfg, main_report, NULL) != 0)
+    g = gen_build(file, main_report, NULL);
+    if (!g)
         return 1;
-    log_level = S.cfg->global.log_level;
-    if (main_build(&S, main_report) < 0) {
-        main_free(&S);
-        return 1;
-    }
     if (check) {
         printf("configuration OK\n");
-        main_free(&S);
+        gen_free(&L, g);
         wolfSSL_Cleanup();
         return 0;
     }
-    S.spare_fd = S.next_fd = -1;
-    S.stats_pl.fd = -1;
-    S.accept_tm.kind = TM_ACCEPT;
-    S.tick_tm.kind = TM_TICK;
-    S.grace_tm.kind = TM_GRACE;
+    log_level = g->cfg->global.log_level;
+    S.gen = g;
     S.now = S.started = now_ms();
     S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
     S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
-    for (i = 0; (size_t)i < S.nups; i++)
-        pool_timers += S.ups[i].n * (MTLSLB_POOL_MAX + 1);     /* + its check */
-    if (S.spare_fd < 0 || S.next_fd < 0 ||
-        loop_reserve_timers(&L, S.cfg->global.max_conns + 8 + STATS_MAX_CONNS + pool_timers) < 0 ||
-        main_signals(&L, &sigp) < 0 || main_listen(&S) < 0) {
+    if (S.spare_fd < 0 || S.next_fd < 0 || loop_reserve_timers(&L, gen_timers(g, 0)) < 0 ||
+        main_signals(&L, &sigp) < 0 || gen_open(g, NULL) < 0 ||
+        main_stats_bind(&S, &g->cfg->global.stats, &stats_fd) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
-        rc = 2;
+    } else if (g->cfg->global.user && main_drop_privileges(g->cfg->global.user) < 0) {
+        if (stats_fd >= 0)
+            close(stats_fd);
     } else {
-        for (i = 0; (size_t)i < S.nls; i++)
-            tls_crl_watch(&S.ls[i].tls, time(NULL));
-        for (i = 0; (size_t)i < S.nups; i++)
-            hc_schedule(&L, S.now, &S.ups[i]);
+        main_stats_switch(&S, &g->cfg->global.stats, stats_fd);
+        gen_activate(&S, g, NULL);
+        gen_start(&S, g);
         timer_set(&L, &S.tick_tm, S.now + 10000);
         log_msg(MTLSLB_LOG_INFO, "mtlslb %s (wolfSSL %s) started, pid %ld", MTLSLB_VERSION,
                 wolfSSL_lib_version(), (long)getpid());
@@ -6023,18 +6398,23 @@ int main(int argc, char **argv)
         if (rc == 0)
             log_msg(MTLSLB_LOG_INFO, "stopped");
     }
-    main_close_listeners(&S);
     while (S.stats_conns)
         stats_close(&S, S.stats_conns);
-    if (S.stats_pl.fd >= 0)
+    if (S.stats_pl.fd >= 0) {
+        loop_del(&L, &S.stats_pl);
         close(S.stats_pl.fd);
-    if (S.ups)
-        pool_clear(&S);
+    }
+    pool_clear(&S);
     if (S.spare_fd >= 0)
         close(S.spare_fd);
     if (S.next_fd >= 0)
         close(S.next_fd);
-    main_free(&S);
+    while (S.retired) {
+        struct gen *r = S.retired;
+        S.retired = r->next;
+        gen_free(&L, r);
+    }
+    gen_free(&L, S.gen);
     free(L.pfd);
     free(L.own);
     free(L.heap);

@@ -57,6 +57,7 @@ struct mtlslb_global {
     unsigned tmo_request;
     unsigned grace;
     struct mtlslb_bind stats;       /* addrlen 0: no stats endpoint */
+    char *user;                     /* drop to this user after start-up; NULL = stay */
 };
 
 /* One `sni` line: a name (exact, or "*.rest" for one label) and its own

@@ -839,8 +839,8 @@ t_signals() {
     if [ "$c" = 200 ] &&
        grep -q 'stats listener=tls active=0 total=2 handshake_failures: "revoked"=1' "$LB_LOG" &&
        grep -q "stats backend=web server=a state=up active=0 total=1 " "$LB_LOG" &&
-       grep -q "SIGHUP: reload is not supported yet" "$LB_LOG"; then
-        pass "SIGUSR1 logs the counters; SIGHUP is logged as not supported yet and serving goes on"
+       grep -q "reload: configuration of .* in use" "$LB_LOG"; then
+        pass "SIGUSR1 logs the counters; SIGHUP reloads and serving goes on"
     else
         fail signals "curl $c; $(grep -E 'stats|SIGHUP' "$LB_LOG")"
     fi
@@ -1757,6 +1757,216 @@ PY
     kill $mp 2>/dev/null; wait $mp 2>/dev/null
 }
 
+# ------------------------------------------------------- operations
+
+# crl_revoking_client OUT: a CRL of the test CA that revokes client.crt too
+# (made on a copy of the PKI, so the shared one stays as it is).
+crl_revoking_client() {
+    local d=$W/pki-revoke
+    if [ ! -e "$d/client-revoked.crl" ]; then
+        rm -rf "$d"
+        cp -a "$PKI" "$d"
+        sed -i "s|$PKI|$d|g" "$d/ca-db/ca.cnf"
+        openssl ca -batch -config "$d/ca-db/ca.cnf" -revoke "$d/client.crt" >/dev/null 2>&1
+        openssl ca -batch -config "$d/ca-db/ca.cnf" -gencrl -crldays 30 \
+            -out "$d/client-revoked.crl" >/dev/null 2>&1
+    fi
+    cp "$d/client-revoked.crl" "$1"
+}
+
+# conf_reload FILE HTTP_PORT TCP_PORT BACKEND_PORT CRL
+conf_reload() {
+    {
+        conf_global
+        if [ -n "$2" ]; then cat <<EOF
+listener web
+    bind 127.0.0.1:$2
+    mode http
+    cert $PKI/server.crt $PKI/server.key
+    ca $PKI/ca.crt
+    crl $5
+    default-backend b
+EOF
+        fi
+        if [ -n "$3" ]; then cat <<EOF
+listener raw
+    bind 127.0.0.1:$3
+    mode tcp
+    cert $PKI/server.crt $PKI/server.key
+    ca $PKI/ca.crt
+    crl $5
+    default-backend b
+EOF
+        fi
+        printf 'backend b\n    server s 127.0.0.1:%s\n' "$4"
+    } >"$1"
+}
+
+t_reload() {
+    local hp tp np wp pid out c dl sh
+    newport hp; newport tp; newport np; newport wp
+    mkdir -p "$W/www"
+    [ -e "$W/www/big" ] || head -c 3000000 /dev/urandom >"$W/www/big"
+    python3 -m http.server "$wp" --bind 127.0.0.1 --directory "$W/www" >/dev/null 2>&1 &
+    BE_PID[$wp]=$!
+    wait_port "$wp"
+    conf_reload "$W/reload.conf" "$hp" "$tp" "$wp" "$PKI/ca.crl"
+    start_lb "$W/reload.conf" || { fail reload "no mtlslb"; return; }
+    pid=$LB_PID
+    # A transfer that spans every reload.
+    curl -s --max-time 30 --limit-rate 800k -o "$W/reload.got" --cacert "$PKI/ca.crt" \
+        --cert "$PKI/client.crt" --key "$PKI/client.key" "https://localhost:$hp/big" &
+    dl=$!
+    # Clients connecting all the time (a new TLS connection per request).
+    python3 - "$hp" "$PKI" >"$W/reload.loop" <<'PY' &
+import socket, ssl, sys, time
+port, pki = int(sys.argv[1]), sys.argv[2] + "/"
+ctx = ssl.create_default_context(cafile=pki + "ca.crt")
+ctx.load_cert_chain(pki + "client.crt", pki + "client.key")
+ok = bad = 0
+errors = []
+end = time.time() + 5
+while time.time() < end:
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                            server_hostname="localhost")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        s.close()
+        if data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200"):
+            ok += 1
+        else:
+            bad += 1
+            errors.append(data[:40])
+    except Exception as e:
+        bad += 1
+        errors.append(repr(e))
+print(ok, bad, errors[:3])
+PY
+    local loop=$!
+    sleep 0.5
+    for i in 1 2 3 4 5; do kill -HUP "$pid"; sleep 0.7; done
+    wait "$loop"
+    wait "$dl"; c=$?
+    out=$(cat "$W/reload.loop")
+    if [ "$(grep -c 'reload: configuration of .* in use' "$LB_LOG")" = 5 ] && kill -0 "$pid" &&
+       [ "$(cut -d' ' -f2 <<<"$out")" = 0 ] && [ "${out%% *}" -gt 20 ] && [ $c = 0 ] &&
+       cmp -s "$W/www/big" "$W/reload.got"; then
+        pass "SIGHUP x5 under a stream of clients: ${out%% *} requests, none refused or reset, same PID, a transfer across the reloads byte-exact"
+    else
+        fail reload "loop: $out; curl rc=$c; reloads: $(grep -c 'reload: configuration' "$LB_LOG")"
+    fi
+    # A broken configuration: logged, the running one keeps serving.
+    cp "$W/reload.conf" "$W/reload.good"
+    printf 'listener broken\n    bind nowhere\n' >>"$W/reload.conf"
+    kill -HUP "$pid"
+    sleep 0.5
+    c=$(cget "https://localhost:$hp/")
+    if [ "$c" = 200 ] && grep -q "reload: .*reload.conf:[0-9]*: 'nowhere' is not an address" "$LB_LOG" &&
+       grep -q "reload failed: the running configuration is unchanged" "$LB_LOG"; then
+        pass "SIGHUP with a broken configuration: the error is logged with FILE:LINE, the old one keeps serving"
+    else
+        fail "reload broken" "curl $c; $(grep 'reload' "$LB_LOG" | tail -2)"
+    fi
+    # A new CRL that revokes the good certificate.
+    crl_revoking_client "$W/revoking.crl"
+    conf_reload "$W/reload.conf" "$hp" "$tp" "$wp" "$W/revoking.crl"
+    kill -HUP "$pid"
+    sleep 0.5
+    c=$(cget "https://localhost:$hp/")
+    sleep 0.2
+    if [ "$c" = 000 ] && grep -q 'reason="revoked"' "$LB_LOG"; then
+        pass "SIGHUP with a new CRL revoking the good certificate: refused afterwards"
+    else
+        fail "reload CRL" "curl got $c"
+    fi
+    # Listeners: drop the tcp one, add one on a new port.
+    conf_reload "$W/reload.conf" "$hp" "$np" "$wp" "$PKI/ca.crl"
+    kill -HUP "$pid"
+    sleep 0.5
+    c="$(cget "https://localhost:$np/") $(cget "https://localhost:$tp/")"
+    if [ "$c" = "200 000" ] && grep -q "listener raw: no longer listening on 127.0.0.1:$tp" "$LB_LOG"; then
+        pass "SIGHUP adds a listener on a new port and removes one"
+    else
+        fail "reload listeners" "new port / old port: $c"
+    fi
+    stop_lb
+    stop_backend "$wp"
+}
+
+t_crl_rotation() {
+    local lp bp c i
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    cp "$PKI/ca.crl" "$W/rot.crl"
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" | sed "s|$PKI/ca.crl|$W/rot.crl|" >"$W/rot.conf"
+    start_lb "$W/rot.conf" || { fail crl-rotation "no mtlslb"; return; }
+    head -c 200 "$PKI/ca.crl" >"$W/rot.crl.new" && mv "$W/rot.crl.new" "$W/rot.crl"
+    if wait_log "the new CRL was not loaded; the previous one stays in use" 15 >/dev/null &&
+       [ "$(cget "https://localhost:$lp/")" = 200 ]; then
+        pass "a truncated CRL file is rejected (logged) and the old CRL stays"
+    else
+        fail "truncated CRL" "$(grep -i crl "$LB_LOG" | tail -2)"
+    fi
+    crl_revoking_client "$W/rot.crl.new"
+    mv "$W/rot.crl.new" "$W/rot.crl"
+    for i in $(seq 30); do
+        c=$(cget "https://localhost:$lp/")
+        [ "$c" = 000 ] && break
+        sleep 0.5
+    done
+    if [ "$c" = 000 ] && grep -q "CRL reloaded; new handshakes use it" "$LB_LOG"; then
+        pass "a replaced CRL file takes effect without a signal (after ~$((i / 2)) s, bound 15 s)"
+    else
+        fail "CRL rotation" "still $c after 15 s"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
+t_user() {
+    local lp bp d=$W/priv uid gid want c
+    newport lp; newport bp
+    if [ "$(id -u)" != 0 ] || ! getent passwd nobody >/dev/null; then
+        pass "user (skipped: needs root and a 'nobody' user)"; return
+    fi
+    mkdir -p "$d"
+    cp "$PKI/server.crt" "$PKI/server.key" "$d/"
+    chmod 700 "$d"; chmod 600 "$d/server.key"     # nobody cannot read the key
+    # The configuration itself stays readable, as /etc/mtlslb.conf would be.
+    chmod 711 "$W"
+    mkdir -p "$W/etc" && chmod 755 "$W/etc"
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" | sed "s|$PKI/server.crt $PKI/server.key|$d/server.crt $d/server.key|; s/^global$/global\n    user nobody/" >"$W/etc/user.conf"
+    chmod 644 "$W/etc/user.conf"
+    start_lb "$W/etc/user.conf" || { fail user "no mtlslb"; return; }
+    uid=$(awk '/^Uid:/ {print $2 "/" $3 "/" $4 "/" $5}' "/proc/$LB_PID/status")
+    gid=$(awk '/^Gid:/ {print $2 "/" $3 "/" $4 "/" $5}' "/proc/$LB_PID/status")
+    want="$(id -u nobody)/$(id -u nobody)/$(id -u nobody)/$(id -u nobody)"
+    c=$(cget "https://localhost:$lp/")
+    if [ "$uid" = "$want" ] && [ "$gid" = "$(id -g nobody)/$(id -g nobody)/$(id -g nobody)/$(id -g nobody)" ] &&
+       [ "$c" = 200 ] && [ "$(awk '/^Groups:/ {$1 = ""; print}' "/proc/$LB_PID/status" | xargs)" = "$(id -g nobody)" ]; then
+        pass "user nobody: running as uid/gid $(id -u nobody)/$(id -g nobody) after loading a key only root can read"
+    else
+        fail user "Uid $uid Gid $gid, curl $c"
+    fi
+    kill -HUP "$LB_PID"
+    sleep 0.5
+    if grep -q "reload: .*user.conf:[0-9]*: cannot open .*$d/server.*: Permission denied" "$LB_LOG" &&
+       [ "$(cget "https://localhost:$lp/")" = 200 ]; then
+        pass "user nobody: a reload reads files as nobody (the root-only key fails, the old configuration serves)"
+    else
+        fail "user reload" "$(grep reload "$LB_LOG" | tail -2)"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -1777,7 +1987,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_build t_sanitizers"
+t_reload t_crl_rotation t_user t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
