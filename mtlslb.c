@@ -46,6 +46,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,7 +63,17 @@
  * ====================================================================== */
 
 static enum mtlslb_level log_level = MTLSLB_LOG_INFO;
+static int log_syslog;                  /* `log syslog`: daemon facility, ident mtlslb */
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
+
+static void log_to_syslog(int on)
+{
+    if (on && !log_syslog)
+        openlog("mtlslb", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    else if (!on && log_syslog)
+        closelog();
+    log_syslog = on;
+}
 
 static void log_msg(enum mtlslb_level lvl, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -80,6 +91,14 @@ static void log_msg(enum mtlslb_level lvl, const char *fmt, ...)
 
     if (lvl > log_level)
         return;
+    if (log_syslog) {
+        static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        syslog(prio[lvl], "%s", buf);
+        return;
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -459,11 +478,10 @@ static int cfg_log(struct cfg_parser *p, int argc, char **argv)
     int i = cfg_choice(p, argv[0], argv[1], names);
 
     (void)argc;
-    if (i == 1) {
-        cfg_error(p, p->line, "'log syslog' is not supported yet");
+    if (i < 0)
         return -1;
-    }
-    return i < 0 ? -1 : 0;
+    p->cfg->global.log_syslog = i == 1;
+    return 0;
 }
 
 static int cfg_max_conns(struct cfg_parser *p, int argc, char **argv)
@@ -6175,6 +6193,7 @@ static void gen_start(struct mtlslb *S, struct gen *g)
     size_t i;
 
     log_level = g->cfg->global.log_level;
+    log_to_syslog(g->cfg->global.log_syslog);
     for (i = 0; i < g->nls; i++)
         tls_crl_watch(&g->ls[i].tls, time(NULL));
     for (i = 0; i < g->nups; i++)

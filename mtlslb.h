@@ -58,6 +58,7 @@ struct mtlslb_global {
     unsigned grace;
     struct mtlslb_bind stats;       /* addrlen 0: no stats endpoint */
     char *user;                     /* drop to this user after start-up; NULL = stay */
+    int log_syslog;                 /* log to syslog (daemon, "mtlslb") instead of stderr */
 };
 
 /* One `sni` line: a name (exact, or "*.rest" for one label) and its own

@@ -1967,6 +1967,48 @@ t_user() {
     stop_backend "$bp"
 }
 
+# `log syslog`: lines reach /dev/log (facility daemon, ident mtlslb).  The
+# test gives mtlslb a /dev of its own, in a mount namespace, whose log
+# socket the test reads.
+t_syslog() {
+    local lp bp dev=$W/devroot n lpid c
+    newport lp; newport bp
+    if ! unshare -m true 2>/dev/null; then
+        pass "log syslog (skipped: no mount namespaces here)"; return
+    fi
+    mkdir -p "$dev"
+    for n in null zero random urandom; do : >"$dev/$n"; done
+    python3 - "$dev/log" "$W/syslog.out" "$W/syslog.ready" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+open(sys.argv[3], "w").close()
+with open(sys.argv[2], "ab", buffering=0) as out:
+    while True:
+        out.write(s.recv(65536) + b"\n")
+PY
+    lpid=$!
+    wait_file "$W/syslog.ready"
+    start_backend http "$bp" web1
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" | sed 's/^global$/global\n    log syslog/' >"$W/syslog.conf"
+    unshare -m sh -c 'for n in null zero random urandom; do mount --bind /dev/$n "$1/$n"; done &&
+        mount --rbind "$1" /dev && exec "$2" -c "$3"' sh "$dev" "$BIN" "$W/syslog.conf" \
+        2>"$W/lb.syslog.log" &
+    LB_PID=$!
+    wait_port "$lp"
+    c=$(cget "https://localhost:$lp/")
+    sleep 0.3
+    # <30> = daemon.info
+    if [ "$c" = 200 ] && grep -q '^<30>.*mtlslb\[[0-9]*\]: conn 127.0.0.1:.* listener=tls .*end="done"' "$W/syslog.out"; then
+        pass "log syslog: connection lines reach syslog as daemon.info with ident mtlslb"
+    else
+        fail syslog "curl $c; syslog got: $(head -3 "$W/syslog.out" 2>/dev/null)"
+    fi
+    kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
+    kill "$lpid"; wait "$lpid" 2>/dev/null
+    stop_backend "$bp"
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -1987,7 +2029,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_reload t_crl_rotation t_user t_build t_sanitizers"
+t_reload t_crl_rotation t_user t_syslog t_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
