@@ -21,7 +21,9 @@ endif
 
 ifneq ($(WOLFSSL_PREFIX),)
 WOLFSSL_CFLAGS := -I$(WOLFSSL_PREFIX)/include
-WOLFSSL_LIBS := -L$(WOLFSSL_PREFIX)/lib -lwolfssl
+# Debian-style sysroots keep libraries in lib/<triplet> (apt-get download + dpkg -x).
+WOLFSSL_TRIPLET := $(shell $(CC) -dumpmachine 2>/dev/null)
+WOLFSSL_LIBS := -L$(WOLFSSL_PREFIX)/lib $(if $(WOLFSSL_TRIPLET),-L$(WOLFSSL_PREFIX)/lib/$(WOLFSSL_TRIPLET)) -lwolfssl
 else
 WOLFSSL_CFLAGS := $(shell $(PKG_CONFIG) --cflags wolfssl 2>/dev/null)
 WOLFSSL_LIBS := $(shell $(PKG_CONFIG) --libs wolfssl 2>/dev/null || echo -lwolfssl)

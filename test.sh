@@ -667,7 +667,7 @@ t_build() {
     fi
     out=$(env -u MAKEFLAGS -u MAKELEVEL -u CC make -n -B -C "$ROOT" SAN=0 CROSS_COMPILE=aarch64-linux-gnu- \
         WOLFSSL_PREFIX=/opt/wolf BIN="$W/x" 2>&1)
-    if grep -q "^aarch64-linux-gnu-gcc .*-I/opt/wolf/include .*-L/opt/wolf/lib -lwolfssl" <<<"$out"; then
+    if grep -q "^aarch64-linux-gnu-gcc .*-I/opt/wolf/include .*-L/opt/wolf/lib .*-lwolfssl" <<<"$out"; then
         pass "CROSS_COMPILE and WOLFSSL_PREFIX reach the compile line"
     else
         fail "cross variables" "$out"
@@ -2009,6 +2009,49 @@ PY
     stop_backend "$bp"
 }
 
+# Cross builds for the Raspberry Pi family (aarch64, armhf), dynamic and
+# static, each run under qemu-user: -V, -t, one mTLS request end to end.
+t_cross() {
+    local sys=$ROOT/tests/work/sysroot why a tgt cc bin kind lp bp out c sizes=""
+    why=$("$ROOT/tests/cross.sh" "$sys") || { pass "cross builds (skipped: $why)"; return; }
+    newport bp
+    start_backend http "$bp" web1
+    for a in arm64 armhf; do
+        if [ $a = arm64 ]; then tgt=aarch64-linux-gnu; cc=qemu-aarch64; else tgt=arm-linux-gnueabihf; cc=qemu-arm; fi
+        for kind in dynamic static; do
+            bin=$W/mtlslb-$a-$kind
+            out=$(env -u MAKEFLAGS -u MAKELEVEL -u CC make -s -B -C "$ROOT" $([ $kind = static ] && echo static) \
+                SAN=0 CROSS_COMPILE=$tgt- WOLFSSL_PREFIX="$sys/$a/usr" BIN="$bin" 2>&1)
+            if [ ! -x "$bin" ] || grep -q "error" <<<"$out"; then
+                fail "cross $a $kind" "build: $out"
+                continue
+            fi
+            qrun() { "$cc" -L "/usr/$tgt" -E "LD_LIBRARY_PATH=$sys/$a/usr/lib/$tgt" "$bin" "$@"; }
+            newport lp
+            conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/cross-$a.conf"
+            LB_N=$((LB_N + 1))
+            LB_LOG=$W/lb.$LB_N.log
+            "$cc" -L "/usr/$tgt" -E "LD_LIBRARY_PATH=$sys/$a/usr/lib/$tgt" "$bin" \
+                -c "$W/cross-$a.conf" 2>"$LB_LOG" &
+            LB_PID=$!
+            wait_port "$lp"
+            c=$(cget "https://localhost:$lp/")
+            if [[ $(qrun -V) == "mtlslb "*" (wolfSSL 5."* ]] &&
+               [ "$(qrun -t -c "$W/cross-$a.conf" 2>&1)" = "configuration OK" ] && [ "$c" = 200 ] &&
+               grep -q "conn 127.0.0.1:.* cn=client-good " <(sleep 0.3; cat "$LB_LOG"); then
+                "$tgt-strip" -o "$bin.stripped" "$bin"
+                sizes="$sizes $a-$kind=$(stat -c %s "$bin.stripped")"
+                pass "cross $a ($tgt) $kind: built here, -V, -t and an mTLS request under $cc"
+            else
+                fail "cross $a $kind" "curl $c; -V: $(qrun -V 2>&1 | head -1)"
+            fi
+            kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
+        done
+    done
+    echo "  stripped sizes (bytes):$sizes"
+    stop_backend "$bp"
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -2029,7 +2072,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_reload t_crl_rotation t_user t_syslog t_build t_sanitizers"
+t_reload t_crl_rotation t_user t_syslog t_build t_cross t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"

@@ -1,0 +1,43 @@
+#!/bin/sh
+# tests/cross.sh DIR: make the cross toolchains, qemu-user and a Debian
+# wolfSSL sysroot per target ready for test.sh: DIR/arm64/usr and
+# DIR/armhf/usr (apt-get download + dpkg -x, so no multiarch clash with
+# the host's packages).  Installs what is missing (Debian/Ubuntu, as root).
+# Exit 0 when ready; otherwise prints why on stdout and exits 3.
+set -u
+D=$1
+mkdir -p "$D"
+need=""
+for p in gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross \
+         libc6-dev-armhf-cross qemu-user binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
+done
+arches=$(dpkg --print-foreign-architectures 2>/dev/null)
+if [ -n "$need" ] || ! echo "$arches" | grep -q arm64 || ! echo "$arches" | grep -q armhf; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "cannot install the cross toolchain (needs root and apt-get):$need"
+        exit 3
+    fi
+    dpkg --add-architecture arm64 && dpkg --add-architecture armhf
+    # A mirror mid-sync can fail one index; what is needed usually still comes.
+    apt-get update -qq >/dev/null 2>&1
+    if [ -n "$need" ] && ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends $need >"$D/apt.log" 2>&1; then
+        echo "cannot install the cross toolchain: $(tail -1 "$D/apt.log")"
+        exit 3
+    fi
+fi
+for a in arm64 armhf; do
+    [ -e "$D/$a/.done" ] && continue
+    mkdir -p "$D/$a/debs"
+    if ! (cd "$D/$a/debs" && apt-get download "libwolfssl-dev:$a" "libwolfssl35:$a" >/dev/null 2>&1); then
+        apt-get update -qq >/dev/null 2>&1
+        if ! (cd "$D/$a/debs" && apt-get download "libwolfssl-dev:$a" "libwolfssl35:$a" >/dev/null 2>&1); then
+            echo "cannot download the $a wolfSSL packages"
+            exit 3
+        fi
+    fi
+    for f in "$D/$a/debs"/*.deb; do dpkg -x "$f" "$D/$a"; done
+    : >"$D/$a/.done"
+done
+exit 0
