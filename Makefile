@@ -29,10 +29,12 @@ WOLFSSL_CFLAGS := $(shell $(PKG_CONFIG) --cflags wolfssl 2>/dev/null)
 WOLFSSL_LIBS := $(shell $(PKG_CONFIG) --libs wolfssl 2>/dev/null || echo -lwolfssl)
 endif
 
+# CFLAGS is the caller's (optimisation, target flags: OpenWrt passes its
+# own); the language level and warnings are always added.
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+MTLSLB_CFLAGS := -std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ifeq ($(SAN),1)
-CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+MTLSLB_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
@@ -41,11 +43,11 @@ endif
 all: $(BIN)
 
 $(BIN): mtlslb.c mtlslb.h Makefile
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WOLFSSL_CFLAGS) -o $@ mtlslb.c $(LDFLAGS) $(WOLFSSL_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(MTLSLB_CFLAGS) $(WOLFSSL_CFLAGS) -o $@ mtlslb.c $(LDFLAGS) $(WOLFSSL_LIBS)
 
 # wolfSSL and libc linked in: one file to copy onto a board.
 static: mtlslb.c mtlslb.h
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WOLFSSL_CFLAGS) -static -o $(BIN) mtlslb.c $(LDFLAGS) \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(MTLSLB_CFLAGS) $(WOLFSSL_CFLAGS) -static -o $(BIN) mtlslb.c $(LDFLAGS) \
 		$(WOLFSSL_LIBS) -lm
 
 # Both install what is missing first (Debian/Ubuntu, tests/deps.sh).

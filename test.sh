@@ -2052,6 +2052,46 @@ t_cross() {
     stop_backend "$bp"
 }
 
+# The OpenWrt package: the recipe's parts, its compile step as the SDK runs
+# it (with the host compiler standing in for TARGET_CC), the procd script
+# and the default configuration.
+t_openwrt() {
+    local o=$ROOT/openwrt b=$W/owrt-build out
+    if grep -q '^  DEPENDS:=+libwolfssl$' "$o/Makefile" &&
+       grep -q 'INSTALL_BIN) $(PKG_BUILD_DIR)/mtlslb $(1)/usr/sbin/mtlslb' "$o/Makefile" &&
+       grep -q 'INSTALL_BIN) ./files/mtlslb.init $(1)/etc/init.d/mtlslb' "$o/Makefile" &&
+       grep -q 'INSTALL_CONF) ./files/mtlslb.conf $(1)/etc/mtlslb.conf' "$o/Makefile" &&
+       grep -A2 'Package/mtlslb/conffiles' "$o/Makefile" | grep -q '^/etc/mtlslb.conf$' &&
+       grep -q '^\$(eval \$(call BuildPackage,mtlslb))$' "$o/Makefile"; then
+        pass "openwrt/Makefile: DEPENDS:=+libwolfssl, binary, procd script and conffile installed"
+    else
+        fail openwrt-recipe "a part of the recipe is missing"
+    fi
+    # Build/Prepare + Build/Compile as the SDK would run them.
+    rm -rf "$b" && mkdir -p "$b"
+    cp "$ROOT/mtlslb.c" "$ROOT/mtlslb.h" "$ROOT/Makefile" "$b/"
+    out=$(env -u MAKEFLAGS -u MAKELEVEL make -C "$b" CC=cc CFLAGS="-Os -pipe" CPPFLAGS= LDFLAGS= \
+        WOLFSSL_PREFIX=/usr BIN=mtlslb 2>&1)
+    if [ -x "$b/mtlslb" ] && ! grep -qi "warning\|error" <<<"$out" && "$b/mtlslb" -V | grep -q "^mtlslb "; then
+        pass "openwrt: the package's compile step (TARGET_CFLAGS, WOLFSSL_PREFIX=staging) builds"
+    else
+        fail openwrt-compile "$out"
+    fi
+    out=$(sh -n "$o/files/mtlslb.init" 2>&1)
+    if [ -z "$out" ] && grep -q '^USE_PROCD=1$' "$o/files/mtlslb.init" &&
+       grep -q 'procd_set_param respawn' "$o/files/mtlslb.init" &&
+       grep -q 'procd_set_param command "$PROG" -c "$CONF"' "$o/files/mtlslb.init" &&
+       grep -A2 '^reload_service()' "$o/files/mtlslb.init" | grep -q "procd_send_signal mtlslb '\*' HUP"; then
+        pass "openwrt: procd init script (respawn, reload sends HUP, -c /etc/mtlslb.conf)"
+    else
+        fail openwrt-init "$out"
+    fi
+    sed "s|/etc/mtlslb/|$PKI/|g" "$o/files/mtlslb.conf" >"$W/owrt.conf"
+    out=$("$BIN" -t -c "$W/owrt.conf" 2>&1)
+    [ "$out" = "configuration OK" ] && pass "openwrt: the default configuration passes -t" ||
+        fail openwrt-conf "$out"
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -2072,7 +2112,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_reload t_crl_rotation t_user t_syslog t_build t_cross t_sanitizers"
+t_reload t_crl_rotation t_user t_syslog t_build t_cross t_openwrt t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
