@@ -38,8 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# newport VAR: a fresh port number for this run.
-newport() { NEXT_PORT=$((NEXT_PORT + 1)); printf -v "$1" %d "$NEXT_PORT"; }
+# newport VAR: a fresh port number for this run, nobody listening on it.
+newport() {
+    NEXT_PORT=$((NEXT_PORT + 1))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$NEXT_PORT") 2>/dev/null; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    printf -v "$1" %d "$NEXT_PORT"
+}
 
 wait_file() {
     local i
