@@ -2114,11 +2114,18 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
     wolfSSL_CTX_set_servername_arg(t->ctx, cb_arg);
-    /* wolfSSL 5.5's TLS 1.2 tickets do not carry the client certificate,
-     * so a resumed session would lose the identity; its TLS 1.2 session
-     * cache keeps it (SESSION_CERTS), and TLS 1.3 tickets do too. */
-    if (wolfSSL_CTX_NoTicketTLSv12(t->ctx) != WOLFSSL_SUCCESS) {
-        report_at(r, l->line, "cannot turn TLS 1.2 session tickets off");
+    /*
+     * wolfSSL 5.5's tickets do not carry the client certificate: a resumed
+     * session finds it only in the session cache (SESSION_CERTS), which is
+     * small (33 entries in Debian's build) and forgets it under load, and a
+     * resumed session without the identity has to be refused.  So where a
+     * client certificate is asked for, resumption uses the cache alone: TLS
+     * 1.2 by session id (a forgotten session is a full handshake, not an
+     * error); TLS 1.3 tickets only where no certificate is asked for.
+     */
+    if (wolfSSL_CTX_NoTicketTLSv12(t->ctx) != WOLFSSL_SUCCESS ||
+        (t->verify != WOLFSSL_VERIFY_NONE && wolfSSL_CTX_no_ticket_TLSv13(t->ctx) != 0)) {
+        report_at(r, l->line, "cannot turn session tickets off");
         return -1;
     }
     if (l->nsnis > 0) {
@@ -2264,15 +2271,9 @@ static struct tls_ctx *tls_sni_find(struct tls_listener *t, const char *host)
     return NULL;
 }
 
-/* Set by the servername callback, read when the handshake ends. */
-struct tls_hs_note {
-    int sni_refused;
-};
-
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
 {
     struct tls_listener *t = arg;
-    struct tls_hs_note *note = wolfSSL_get_app_data(ssl);
     const char *host = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
     struct tls_ctx *x = host && *host ? tls_sni_find(t, host) : NULL;
 
@@ -2286,12 +2287,19 @@ static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
         return SSL_TLSEXT_ERR_OK;
     }
     if (t->cfg->sni_strict) {
-        if (note)
-            note->sni_refused = 1;
         *ad = unrecognized_name;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* Would sni-strict refuse this handshake (no SNI, or a name no sni line
+ * has)?  Decided from the handshake itself, so no per-SSL data is needed. */
+static int tls_sni_refused(struct tls_listener *t, WOLFSSL *ssl)
+{
+    const char *host = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
+
+    return t->cfg->sni_strict && (!host || !*host || !tls_sni_find(t, host));
 }
 
 static struct tls_ctx *tls_ctx_of(struct tls_listener *t, WOLFSSL *ssl)
@@ -3055,7 +3063,6 @@ struct conn {
     char *client_cert;              /* forward-cert: ":base64 DER:" */
     struct mtlslb *S;
     struct timer tm;
-    struct tls_hs_note note;
     const struct mtlslb_sni *hs_sni;    /* the sni entry of the handshake; NULL = default */
     unsigned tries;                 /* connect attempts made */
     uint64_t start;                 /* monotonic ms */
@@ -5091,7 +5098,7 @@ static void conn_handshake(struct conn *c)
         return;
     }
     snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
-    if (c->note.sni_refused)
+    if (tls_sni_refused(&c->ls->tls, c->cli.ssl))
         conn_hs_fail(c, R_SNI, detail);
     else
         conn_hs_fail(c, tls_reason_of(&c->ls->tls, c->cli.ssl, err), detail);
@@ -5237,7 +5244,6 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     if (getsockname(fd, (struct sockaddr *)&c->laddr, &sl) == 0)
         addr_unmap(&c->laddr);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    wolfSSL_set_app_data(c->cli.ssl, &c->note);
     c->tm.kind = TM_CONN;
     timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_handshake);
     c->next = S->conns;
