@@ -1166,8 +1166,9 @@ t_http_evil_subject() {
     mkdir -p "$d"
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/evil.key" \
         -out "$d/evil.csr" -subj $'/O=Acme/CN=evil\r\nX-Injected: yes' 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$d/ext"
     openssl x509 -req -in "$d/evil.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -days 2 \
-        -out "$d/evil.crt" 2>/dev/null
+        -extfile "$d/ext" -out "$d/evil.crt" 2>/dev/null
     start_backend http "$bp" web1
     conf_http "$lp" "backend web
     server a 127.0.0.1:$bp" >"$W/evil.conf"
