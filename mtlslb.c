@@ -52,8 +52,21 @@
 
 #include "mtlslb.h"
 
-#if !defined(HAVE_SNI) || !defined(OPENSSL_EXTRA)
-#error "mtlslb needs a wolfSSL built with --enable-sni and --enable-opensslextra (or --enable-opensslall)"
+/* What mtlslb needs from wolfSSL, each with the configure flag that gives it. */
+#if !defined(HAVE_SNI)
+#error "mtlslb needs a wolfSSL built with --enable-sni"
+#endif
+#if !defined(OPENSSL_EXTRA)
+#error "mtlslb needs a wolfSSL built with --enable-opensslextra (or --enable-opensslall)"
+#endif
+#if !defined(HAVE_CRL)
+#error "mtlslb needs a wolfSSL built with --enable-crl"
+#endif
+#if !defined(HAVE_SESSION_TICKET)
+#error "mtlslb needs a wolfSSL built with --enable-session-ticket"
+#endif
+#if !defined(SESSION_CERTS) || !defined(KEEP_PEER_CERT)
+#error "mtlslb needs a wolfSSL built with --enable-sessioncerts and KEEP_PEER_CERT (--enable-opensslall gives it)"
 #endif
 
 /* ======================================================================
