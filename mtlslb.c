@@ -234,6 +234,19 @@ static void report_at(struct report *r, int line, const char *fmt, ...)
         r->fn(r->arg, msg);
 }
 
+/* 2026-11-22T13:21:23Z, or "-" for 0 (never). */
+static void fmt_iso(time_t t, char *out, size_t len)
+{
+    struct tm tm;
+
+    if (!t) {
+        snprintf(out, len, "-");
+        return;
+    }
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 static char *xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -1883,7 +1896,6 @@ int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity 
     size_t pos = 0, l, tbs_end;
     uint8_t tag, md[32];
     time_t t;
-    struct tm tm;
 
     memset(id, 0, sizeof *id);
     if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||          /* Certificate */
@@ -1930,8 +1942,7 @@ int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity 
         vp += tl;
         if (der_hdr(der, vend, &vp, &tt, &tl) < 0 || der_time(tt, der + vp, tl, &t) < 0)
             return -1;
-        gmtime_r(&t, &tm);
-        strftime(id->not_after, sizeof id->not_after, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fmt_iso(t, id->not_after, sizeof id->not_after);
     }
     pos += l;
     if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* subject */
@@ -3072,8 +3083,7 @@ struct conn {
     struct up_server *server;
     uint64_t srv_in0, srv_out0;     /* byte counts when the server was taken */
     struct http_tx tx;
-    struct mtlslb_identity *id;     /* http: the client certificate, decoded */
-    char *client_cert;              /* forward-cert: ":base64 DER:" */
+    struct obuf xhdrs;              /* http: who the client is, as header lines */
     struct mtlslb *S;
     struct timer tm;
     const struct mtlslb_sni *hs_sni;    /* the sni entry of the handshake; NULL = default */
@@ -3233,8 +3243,7 @@ static void conn_free(struct conn *c)
     free(c->cli.out.p);
     free(c->srv.out.p);
     free(c->tx.req_head);
-    free(c->id);
-    free(c->client_cert);
+    free(c->xhdrs.p);
     free(c);
 }
 
@@ -4507,36 +4516,54 @@ static void b64_encode(const uint8_t *in, size_t n, char *out)
     *out = 0;
 }
 
-/* The request head as the server gets it: the client's headers minus the
- * ones that are ours to set, then who the client is (SPEC 5). */
-static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, struct obuf *o)
+/*
+ * Who the client is, as the header lines every request of the connection
+ * carries (SPEC 5).  Built once at the handshake: neither the address nor
+ * the certificate changes, and a request then only copies the block.
+ */
+static int http_client_headers(struct conn *c, const struct mtlslb_identity *id,
+                               const uint8_t *der, size_t len)
 {
-    char ip[INET6_ADDRSTRLEN] = "";
-    const struct mtlslb_identity *id = c->id;
+    struct obuf *o = &c->xhdrs;
+    char ip[INET6_ADDRSTRLEN] = "", *b64;
     int rc;
 
     if (c->caddr.ss_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)&c->caddr)->sin_addr, ip, sizeof ip);
     else
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)&c->caddr)->sin6_addr, ip, sizeof ip);
-    rc = obuf_add(o, m->method, m->method_len) | obuf_add(o, " ", 1) |
-         obuf_add(o, m->target, m->target_len) |
-         obuf_str(o, m->version == 11 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+    rc = obuf_header(o, "X-Forwarded-For", ip) | obuf_header(o, "X-Forwarded-Proto", "https") |
+         obuf_header(o, "X-Real-IP", ip) |
+         obuf_header(o, "X-Client-Verify", id ? "SUCCESS" : "NONE");
+    if (!id)
+        return rc;
+    rc |= obuf_header(o, "X-Client-Subject", id->subject) |
+          obuf_header(o, "X-Client-Issuer", id->issuer) |
+          obuf_header(o, "X-Client-Serial", id->serial) |
+          obuf_header(o, "X-Client-Fingerprint", id->fingerprint) |
+          obuf_header(o, "X-Client-Not-After", id->not_after);
+    if (!c->ls->cfg->forward_cert)
+        return rc;
+    if (!(b64 = malloc((len + 2) / 3 * 4 + 1)))
+        return -1;
+    b64_encode(der, len, b64);
+    rc |= obuf_str(o, "Client-Cert: :") | obuf_str(o, b64) | obuf_str(o, ":\r\n");
+    free(b64);
+    return rc;
+}
+
+/* The request head as the server gets it: the client's headers minus the
+ * ones that are ours to set, then the connection's identity block. */
+static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, struct obuf *o)
+{
+    int rc = obuf_add(o, m->method, m->method_len) | obuf_add(o, " ", 1) |
+             obuf_add(o, m->target, m->target_len) |
+             obuf_str(o, m->version == 11 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+
     rc |= http_copy_headers(o, m, c->tx.upgrade, 1);
     if (c->tx.upgrade)
         rc |= obuf_str(o, "Connection: upgrade\r\n");
-    rc |= obuf_header(o, "X-Forwarded-For", ip) | obuf_header(o, "X-Forwarded-Proto", "https") |
-          obuf_header(o, "X-Real-IP", ip) |
-          obuf_header(o, "X-Client-Verify", id ? "SUCCESS" : "NONE");
-    if (id)
-        rc |= obuf_header(o, "X-Client-Subject", id->subject) |
-              obuf_header(o, "X-Client-Issuer", id->issuer) |
-              obuf_header(o, "X-Client-Serial", id->serial) |
-              obuf_header(o, "X-Client-Fingerprint", id->fingerprint) |
-              obuf_header(o, "X-Client-Not-After", id->not_after);
-    if (c->client_cert)
-        rc |= obuf_header(o, "Client-Cert", c->client_cert);
-    return rc | obuf_add(o, "\r\n", 2);
+    return rc | obuf_add(o, c->xhdrs.p, c->xhdrs.len) | obuf_add(o, "\r\n", 2);
 }
 
 /* Host without its port, for SNI and route matching. */
@@ -4992,35 +5019,33 @@ static void http_bad_framing(struct conn *c, struct side *s)
 
 /* ---- the handshake ---- */
 
-/* Who the client is.  http listeners keep the whole decoded certificate
- * for the X-Client-* headers; tcp listeners only its CN. */
-static void conn_identity(struct conn *c)
+/* Who the client is: SNI and CN for every listener, and for http ones the
+ * header block its requests carry.  -1 if the certificate does not decode
+ * (or memory ran out). */
+static int conn_identity(struct conn *c)
 {
     WOLFSSL *ssl = c->cli.ssl;
     const char *sni = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
     WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(ssl);
     struct mtlslb_identity id;
-    const unsigned char *der;
-    int len = 0;
+    const unsigned char *der = NULL;
+    int len = 0, rc = 0;
 
     if (sni)
         str_clean(c->sni, sizeof c->sni, sni);
-    if (!x)
-        return;
-    c->has_cert = 1;
-    der = wolfSSL_X509_get_der(x, &len);
-    if (der && len > 0 && mtlslb_cert_identity(der, (size_t)len, &id) == 0) {
-        memcpy(c->cn, id.cn, sizeof c->cn);
-        if (c->ls->cfg->mode == MTLSLB_MODE_HTTP && (c->id = malloc(sizeof id)) != NULL)
-            memcpy(c->id, &id, sizeof id);
-        if (c->ls->cfg->forward_cert &&
-            (c->client_cert = malloc(((size_t)len + 2) / 3 * 4 + 3)) != NULL) {
-            c->client_cert[0] = ':';
-            b64_encode(der, (size_t)len, c->client_cert + 1);
-            strcat(c->client_cert, ":");
-        }
+    if (x) {
+        c->has_cert = 1;
+        der = wolfSSL_X509_get_der(x, &len);
+        if (!der || len <= 0 || mtlslb_cert_identity(der, (size_t)len, &id) < 0)
+            rc = -1;
+        else
+            memcpy(c->cn, id.cn, sizeof c->cn);
     }
-    wolfSSL_X509_free(x);
+    if (rc == 0 && c->ls->cfg->mode == MTLSLB_MODE_HTTP)
+        rc = http_client_headers(c, x ? &id : NULL, der, (size_t)len);
+    if (x)
+        wolfSSL_X509_free(x);
+    return rc;
 }
 
 static void conn_handshake_done(struct conn *c)
@@ -5070,10 +5095,6 @@ static void conn_handshake_done(struct conn *c)
     }
     c->up = c->ls->up;
     if (l->mode == MTLSLB_MODE_HTTP) {
-        if (c->has_cert && !c->id) {
-            conn_close(c, "out of memory");
-            return;
-        }
         c->http = 1;
         c->st = CONN_HTTP;
         c->tx.rq = HQ_HEAD;
@@ -5095,9 +5116,12 @@ static void conn_handshake(struct conn *c)
     conn_spare_release(S);
     r = wolfSSL_accept(c->cli.ssl);
     if (r == WOLFSSL_SUCCESS) {
-        conn_identity(c);
+        int id = conn_identity(c);
         conn_spare_take(S);
-        conn_handshake_done(c);
+        if (id < 0)
+            conn_hs_fail(c, R_BAD_CERT, "\"the client certificate does not decode\"");
+        else
+            conn_handshake_done(c);
         return;
     }
     conn_spare_take(S);
@@ -5367,18 +5391,6 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
  * the same loop, meant for loopback.
  * ====================================================================== */
 
-static void stats_time(time_t t, char *out, size_t len)
-{
-    struct tm tm;
-
-    if (!t) {
-        snprintf(out, len, "-");
-        return;
-    }
-    gmtime_r(&t, &tm);
-    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void stats_log(struct mtlslb *S)
 {
     size_t i, j;
@@ -5399,7 +5411,7 @@ static void stats_log(struct mtlslb *S)
     for (i = 0; i < S->gen->nups; i++)
         for (j = 0; j < S->gen->ups[i].n; j++) {
             struct up_server *s = &S->gen->ups[i].srv[j];
-            stats_time(s->hc.last_time, when, sizeof when);
+            fmt_iso(s->hc.last_time, when, sizeof when);
             log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%u total=%llu "
                     "connect_failures=%llu bytes_in=%llu bytes_out=%llu check=\"%s\" "
                     "check_time=%s", s->be->name, s->cfg->name, s->up ? "up" : "down",
@@ -5504,7 +5516,7 @@ static int stats_json(struct mtlslb *S, struct obuf *o)
                 rc |= obuf_str(o, "null}");
                 continue;
             }
-            stats_time(s->hc.last_time, when, sizeof when);
+            fmt_iso(s->hc.last_time, when, sizeof when);
             rc |= json_fmt(o, "{\"type\":\"%s\",\"last\":",
                            b->cfg->check == MTLSLB_CHECK_TCP ? "tcp" : "http");
             rc |= s->hc.last_time ? json_str(o, s->hc.last) : obuf_str(o, "null");
@@ -5930,21 +5942,25 @@ static void main_report(void *arg, const char *msg)
     fprintf(stderr, "%s\n", msg);
 }
 
-static int main_bind(struct lst_fd *lf, const struct mtlslb_bind *b)
+/* A listening socket for an address; -1 with errno set. */
+static int main_bind(const struct mtlslb_bind *b)
 {
-    int fd, one = 1;
+    int fd, one = 1, e;
 
     fd = socket(b->addr.ss_family, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
-    lf->pl.fd = fd;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (b->addr.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (fd_nonblock(fd) < 0 || bind(fd, (const struct sockaddr *)&b->addr, b->addrlen) < 0 ||
-        listen(fd, 511) < 0)
+        listen(fd, 511) < 0) {
+        e = errno;
+        close(fd);
+        errno = e;
         return -1;
-    return 0;
+    }
+    return fd;
 }
 
 /* ---- generations: build, listen, swap (start-up and SIGHUP) ---- */
@@ -6070,7 +6086,7 @@ static int gen_open(struct gen *g, struct gen *old)
             struct lst_fd *lf = &g->ls[i].fds[j];
             if (gen_find_bind(old, b))
                 continue;                   /* kept: no refused connection */
-            if (main_bind(lf, b) < 0) {
+            if ((lf->pl.fd = main_bind(b)) < 0) {
                 int e = errno;
                 log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", g->ls[i].cfg->name,
                         b->text, strerror(e));
@@ -6219,23 +6235,15 @@ static void gen_start(struct mtlslb *S, struct gen *g)
         hc_schedule(S->loop, S->now, &g->ups[i]);
 }
 
-static int main_stats_bind(struct mtlslb *S, const struct mtlslb_bind *sb, int *fd)
+static int main_stats_bind(const struct mtlslb_bind *sb, int *fd)
 {
-    struct lst_fd tmp;
-
-    (void)S;
     *fd = -1;
     if (!sb->addrlen)
         return 0;
-    memset(&tmp, 0, sizeof tmp);
-    tmp.pl.fd = -1;
-    if (main_bind(&tmp, sb) < 0) {
+    if ((*fd = main_bind(sb)) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", sb->text, strerror(errno));
-        if (tmp.pl.fd >= 0)
-            close(tmp.pl.fd);
         return -1;
     }
-    *fd = tmp.pl.fd;
     return 0;
 }
 
@@ -6284,7 +6292,7 @@ static void main_reload(struct mtlslb *S)
     }
     sb = &g->cfg->global.stats;
     if (gen_open(g, old) < 0 ||
-        (!stats_same(sb, &old->cfg->global.stats) && main_stats_bind(S, sb, &stats_fd) < 0) ||
+        (!stats_same(sb, &old->cfg->global.stats) && main_stats_bind(sb, &stats_fd) < 0) ||
         loop_reserve_timers(S->loop, gen_timers(g, S->active)) < 0) {
         if (stats_fd >= 0)
             close(stats_fd);
@@ -6420,7 +6428,7 @@ int main(int argc, char **argv)
     S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
     if (S.spare_fd < 0 || S.next_fd < 0 || loop_reserve_timers(&L, gen_timers(g, 0)) < 0 ||
         main_signals(&L, &sigp) < 0 || gen_open(g, NULL) < 0 ||
-        main_stats_bind(&S, &g->cfg->global.stats, &stats_fd) < 0) {
+        main_stats_bind(&g->cfg->global.stats, &stats_fd) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
     } else if (g->cfg->global.user && main_drop_privileges(g->cfg->global.user) < 0) {
         if (stats_fd >= 0)
