@@ -22,6 +22,7 @@
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfcrypt/sha256.h>
+#include <wolfssl/wolfcrypt/aes.h>
 #include <wolfssl/openssl/ec.h>
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/pem.h>
@@ -1539,6 +1540,16 @@ struct tls_listener {
     struct tls_ctx def;
     struct tls_ctx *sni;
     size_t nsni;
+    uint32_t serial;                /* binds tickets to this build of the listener */
+};
+
+/* What a session ticket brought to one handshake (see tls_ticket_cb). */
+struct tls_resume {
+    uint8_t *der;                   /* the client certificate of the full handshake */
+    size_t len;                     /* 0: it had none */
+    uint8_t fp[32];                 /* SHA-256 of der, zero without one */
+    unsigned sni;                   /* the context it was made under: 0 default, i+1 sni[i] */
+    unsigned ok : 1;                /* a ticket of ours was opened and accepted */
 };
 
 
@@ -1962,6 +1973,11 @@ int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity 
 }
 
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
+static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
+                         unsigned char iv[WOLFSSL_TICKET_IV_SZ],
+                         unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc, unsigned char *buf,
+                         int len, int *outlen, void *arg);
+#define TK_LIFETIME 300             /* s: a session ticket is good this long */
 
 static int tls_same_ec(WOLFSSL_EVP_PKEY *a, WOLFSSL_EVP_PKEY *b)
 {
@@ -2139,27 +2155,20 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
     wolfSSL_CTX_set_servername_arg(t->ctx, cb_arg);
     /*
-     * wolfSSL 5.5's tickets do not carry the client certificate: a resumed
-     * session finds it only in the session cache (SESSION_CERTS), which is
-     * small (33 entries in Debian's build) and forgets it under load, and a
-     * resumed session without the identity has to be refused.  So where a
-     * client certificate is asked for, resumption uses the cache alone: TLS
-     * 1.2 by session id (a forgotten session is a full handshake, not an
-     * error); TLS 1.3 tickets only where no certificate is asked for.
+     * wolfSSL 5.5's own tickets do not carry the client certificate (a
+     * resumed session would find it only in the 33-entry session cache);
+     * ours do, by reference (tls_ticket_cb).
      */
-    if (wolfSSL_CTX_NoTicketTLSv12(t->ctx) != WOLFSSL_SUCCESS ||
-        (t->verify != WOLFSSL_VERIFY_NONE && wolfSSL_CTX_no_ticket_TLSv13(t->ctx) != 0)) {
-        report_at(r, l->line, "cannot turn session tickets off");
-        return -1;
-    }
+    wolfSSL_CTX_set_TicketEncCb(t->ctx, tls_ticket_cb);
+    wolfSSL_CTX_set_TicketEncCtx(t->ctx, cb_arg);
+    wolfSSL_CTX_set_TicketHint(t->ctx, TK_LIFETIME);
     if (l->nsnis > 0) {
         /*
          * wolfSSL's TLS 1.2 session cache is process-wide and its TLS 1.2
          * resumption happens before the SNI context switch, so a session
          * made under one name would resume under another and skip that
-         * name's client CA (seen with 5.5.4).  TLS 1.3 tickets are sealed
-         * with each context's own key and opened after the switch: they
-         * stay on.  So where names differ, TLS 1.2 does full handshakes.
+         * name's client CA (seen with 5.5.4).  Tickets are bound to the
+         * name (tls_ticket_cb): where names differ, they alone resume.
          */
         wolfSSL_CTX_set_session_cache_mode(t->ctx, WOLFSSL_SESS_CACHE_OFF);
     }
@@ -2209,8 +2218,11 @@ static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listen
     size_t i;
     int rc = 0;
 
+    static uint32_t serials;
+
     memset(t, 0, sizeof *t);
     t->cfg = l;
+    t->serial = ++serials;
     if (tls_ctx_make(r, t, &t->def) < 0)
         rc = -1;
     t->sni = calloc(l->nsnis ? l->nsnis : 1, sizeof *t->sni);
@@ -2337,21 +2349,380 @@ static struct tls_ctx *tls_ctx_of(struct tls_listener *t, WOLFSSL *ssl)
     return &t->def;
 }
 
+static unsigned tls_ctx_index(const struct tls_listener *t, const struct tls_ctx *x)
+{
+    return x == &t->def ? 0 : (unsigned)(x - t->sni) + 1;
+}
+
 /*
  * What is wrong with a resumed session, or NULL.  It must not cross from one
- * sni name to another (TLS 1.2 resumption is off where there are sni lines,
- * see tls_ctx_build; should wolfSSL resume one anyway, it is refused here),
- * and where a certificate is required it must still carry the identity.
+ * sni name to another (a ticket is bound to its name; the session cache is
+ * off where there are sni lines, see tls_ctx_build; should wolfSSL resume
+ * such a session anyway, it is refused here), and where a certificate is
+ * required it must still carry the identity.
  */
-static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl, int has_cert)
+static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl,
+                                      const struct tls_resume *tr, int has_cert)
 {
     if (!wolfSSL_session_reused(ssl))
         return NULL;
-    if (t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION)
+    if (tr->ok && tr->sni != tls_ctx_index(t, tls_ctx_of(t, ssl)))
+        return "session ticket of another sni name";
+    if (!tr->ok && t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION)
         return "TLS 1.2 session on a listener with sni lines";
     if (!has_cert && (tls_ctx_of(t, ssl)->verify & WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT))
         return "session without the client certificate";
     return NULL;
+}
+
+/*
+ * ---- session tickets that keep the client's identity ----
+ *
+ * wolfSSL 5.5 seals the session in a ticket but not the client certificate,
+ * so a resumed session would have no identity once its small session cache
+ * forgot it.  mtlslb seals the tickets itself (AES-256-GCM, a process key
+ * replaced every hour, the previous one still opening) and appends the
+ * SHA-256 of the client certificate inside the sealed part, in the padding
+ * wolfSSL leaves for this (WOLFSSL_TICKET_EXTRA_PADDING_SZ, 32 bytes).  The
+ * certificates themselves stay here, one copy per distinct certificate
+ * (tk_certs: up to TK_CERTS, least recently used goes first), so thousands
+ * of sessions of the same few clients cost a few kilobytes.  A ticket opens
+ * only for the listener build and sni name it was made under (both are in
+ * the sealed data's associated data), within TK_LIFETIME, while its
+ * certificate is still known, not expired and not revoked by the CRL in
+ * force now; any other ticket is declined and the client does a full
+ * handshake.
+ *
+ *   key_name  key id (4) | issued, s since the epoch (4) | flags (1) | 0 (7)
+ *   iv        nonce: counter (8) | issued (4), then 0 0 0 1
+ *   mac       GCM tag (16) | 0 (16)
+ *   sealed    wolfSSL's InternalTicket | certificate SHA-256 (32, zero: none)
+ */
+#define TK_ROTATE 3600              /* s: a new ticket key this often */
+#define TK_CERTS 1024               /* client certificates remembered for tickets */
+#define TK_BUCKETS 2048
+#define TK_FP 32
+#define TK_NOID 1                   /* flags: no identity carried (no room) */
+
+struct tk_key {
+    uint32_t id;                    /* 0: not set */
+    time_t born;
+    Aes aes;
+};
+
+struct tk_cert {
+    uint8_t fp[TK_FP];
+    uint8_t *der;
+    size_t len;
+    time_t expires;
+    uint64_t used;
+    int next;                       /* in its bucket; -1 ends */
+};
+
+static struct {
+    struct tk_key key[2];           /* current, previous */
+    uint64_t counter;
+    struct tk_cert *certs;
+    int ncerts;
+    int head[TK_BUCKETS];
+    uint64_t clock;
+} TK;
+
+static int random_bytes(void *p, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t k = -1;
+
+    if (fd >= 0) {
+        k = read(fd, p, n);
+        close(fd);
+    }
+    return k == (ssize_t)n ? 0 : -1;
+}
+
+/* Make a new current key when there is none or it is old; the old one opens
+ * tickets for another TK_ROTATE seconds.  -1 if there is no usable key. */
+static int tk_key_ready(time_t now)
+{
+    uint8_t k[36];
+    struct tk_key n;
+
+    if (TK.key[0].id && now - TK.key[0].born < TK_ROTATE)
+        return 0;
+    memset(&n, 0, sizeof n);
+    if (random_bytes(k, sizeof k) < 0 || wc_AesInit(&n.aes, NULL, INVALID_DEVID) != 0 ||
+        wc_AesGcmSetKey(&n.aes, k, 32) != 0) {
+        memset(k, 0, sizeof k);
+        return TK.key[0].id ? 0 : -1;       /* keep the old one a while longer */
+    }
+    memcpy(&n.id, k + 32, 4);
+    n.id |= 1;
+    n.born = now;
+    memset(k, 0, sizeof k);
+    if (TK.key[1].id)
+        wc_AesFree(&TK.key[1].aes);
+    TK.key[1] = TK.key[0];
+    TK.key[0] = n;
+    return 0;
+}
+
+static unsigned tk_bucket(const uint8_t *fp)
+{
+    return ((unsigned)fp[0] | (unsigned)fp[1] << 8) % TK_BUCKETS;
+}
+
+static struct tk_cert *tk_cert_find(const uint8_t *fp)
+{
+    int i;
+
+    if (!TK.certs)
+        return NULL;
+    for (i = TK.head[tk_bucket(fp)]; i >= 0; i = TK.certs[i].next)
+        if (memcmp(TK.certs[i].fp, fp, TK_FP) == 0) {
+            TK.certs[i].used = ++TK.clock;
+            return &TK.certs[i];
+        }
+    return NULL;
+}
+
+/* notAfter of a DER certificate; -1 if it does not parse. */
+static int cert_expiry(const uint8_t *der, size_t len, time_t *out)
+{
+    size_t pos = 0, l, end;
+    uint8_t tag;
+    int i;
+
+    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||
+        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)
+        return -1;
+    end = pos + l;
+    for (i = 0; i < 4; i++) {       /* [0] version, serial, signature, issuer */
+        if (der_hdr(der, end, &pos, &tag, &l) < 0)
+            return -1;
+        if (i == 0 && tag != 0xa0)
+            i++;                    /* no version: that was the serial */
+        pos += l;
+    }
+    if (der_hdr(der, end, &pos, &tag, &l) < 0 || tag != 0x30)           /* validity */
+        return -1;
+    end = pos + l;
+    if (der_hdr(der, end, &pos, &tag, &l) < 0)                          /* notBefore */
+        return -1;
+    pos += l;
+    if (der_hdr(der, end, &pos, &tag, &l) < 0)
+        return -1;
+    return der_time(tag, der + pos, l, out);
+}
+
+/* Remember a client certificate (its fp is its SHA-256).  -1: out of memory
+ * or it does not parse; tickets then carry no identity for it. */
+static int tk_cert_put(const uint8_t *fp, const uint8_t *der, size_t len)
+{
+    struct tk_cert *e;
+    time_t expires;
+    int i, *pp;
+
+    if (tk_cert_find(fp))
+        return 0;
+    if (cert_expiry(der, len, &expires) < 0)
+        return -1;
+    if (!TK.certs) {
+        TK.certs = calloc(TK_CERTS, sizeof *TK.certs);
+        if (!TK.certs)
+            return -1;
+        for (i = 0; i < TK_BUCKETS; i++)
+            TK.head[i] = -1;
+    }
+    if (TK.ncerts < TK_CERTS) {
+        i = TK.ncerts++;
+    } else {
+        int k;
+        for (i = 0, k = 1; k < TK_CERTS; k++)   /* the least recently used goes */
+            if (TK.certs[k].used < TK.certs[i].used)
+                i = k;
+        for (pp = &TK.head[tk_bucket(TK.certs[i].fp)]; *pp != i; pp = &TK.certs[*pp].next)
+            ;
+        *pp = TK.certs[i].next;
+        free(TK.certs[i].der);
+    }
+    e = &TK.certs[i];
+    e->der = malloc(len);
+    if (!e->der) {
+        TK.certs[i] = TK.certs[--TK.ncerts];        /* the last slot moves here */
+        if (i != TK.ncerts) {
+            for (pp = &TK.head[tk_bucket(e->fp)]; *pp != TK.ncerts; pp = &TK.certs[*pp].next)
+                ;
+            *pp = i;
+        }
+        return -1;
+    }
+    memcpy(e->der, der, len);
+    memcpy(e->fp, fp, TK_FP);
+    e->len = len;
+    e->expires = expires;
+    e->used = ++TK.clock;
+    e->next = TK.head[tk_bucket(fp)];
+    TK.head[tk_bucket(fp)] = i;
+    return 0;
+}
+
+static void tk_free(void)
+{
+    int i;
+
+    for (i = 0; i < TK.ncerts; i++)
+        free(TK.certs[i].der);
+    free(TK.certs);
+    for (i = 0; i < 2; i++)
+        if (TK.key[i].id)
+            wc_AesFree(&TK.key[i].aes);
+    memset(&TK, 0, sizeof TK);
+}
+
+static void tk_aad(uint8_t aad[40], const unsigned char *name, const unsigned char *iv,
+                   uint32_t serial, unsigned sni, int len)
+{
+    memcpy(aad, name, 16);
+    memcpy(aad + 16, iv, 16);
+    aad[32] = (uint8_t)(serial >> 24);
+    aad[33] = (uint8_t)(serial >> 16);
+    aad[34] = (uint8_t)(serial >> 8);
+    aad[35] = (uint8_t)serial;
+    aad[36] = (uint8_t)(sni >> 8);
+    aad[37] = (uint8_t)sni;
+    aad[38] = (uint8_t)(len >> 8);
+    aad[39] = (uint8_t)len;
+}
+
+/* The client certificate of this handshake: its SHA-256 into fp (zero if
+ * none); it is remembered for resumption.  -1 if it cannot be carried. */
+static int tk_identity(WOLFSSL *ssl, const struct tls_resume *tr, uint8_t fp[TK_FP])
+{
+    WOLFSSL_X509 *x;
+    const unsigned char *der;
+    int len, rc = 0;
+
+    memset(fp, 0, TK_FP);
+    if (wolfSSL_session_reused(ssl) && tr && tr->ok) {
+        memcpy(fp, tr->fp, TK_FP);  /* renewed: the identity of the first handshake */
+        return 0;
+    }
+    x = wolfSSL_get_peer_certificate(ssl);
+    if (!x)
+        return 0;
+    der = wolfSSL_X509_get_der(x, &len);
+    if (!der || len <= 0 || wc_Sha256Hash(der, (word32)len, fp) != 0 ||
+        tk_cert_put(fp, der, (size_t)len) < 0)
+        rc = -1;
+    wolfSSL_X509_free(x);
+    return rc;
+}
+
+static int tk_seal(struct tls_listener *t, WOLFSSL *ssl, unsigned char *name, unsigned char *iv,
+                   unsigned char *mac, unsigned char *buf, int len, int *outlen)
+{
+    struct tls_resume *tr = wolfSSL_get_app_data(ssl);
+    time_t now = time(NULL);
+    uint32_t issued = (uint32_t)now;
+    uint8_t aad[40], fp[TK_FP];
+    int n = len;
+    uint64_t ctr;
+
+    if (tk_key_ready(now) < 0)
+        return WOLFSSL_TICKET_RET_FATAL;
+    memset(name, 0, WOLFSSL_TICKET_NAME_SZ);
+    memcpy(name, &TK.key[0].id, 4);
+    memcpy(name + 4, &issued, 4);
+    if (*outlen - len >= TK_FP && tk_identity(ssl, tr, fp) == 0) {
+        memcpy(buf + len, fp, TK_FP);
+        n += TK_FP;
+    } else {
+        name[8] = TK_NOID;          /* opens only where no identity matters */
+    }
+    ctr = ++TK.counter;
+    memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
+    memcpy(iv, &ctr, 8);
+    memcpy(iv + 8, &issued, 4);
+    iv[15] = 1;
+    memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
+    tk_aad(aad, name, iv, t->serial, tls_ctx_index(t, tls_ctx_of(t, ssl)), n);
+    if (wc_AesGcmEncrypt(&TK.key[0].aes, buf, buf, (word32)n, iv, 12, mac, 16, aad,
+                         sizeof aad) != 0)
+        return WOLFSSL_TICKET_RET_FATAL;
+    *outlen = n;
+    return WOLFSSL_TICKET_RET_OK;
+}
+
+/* Open a ticket, or decline it (the client then does a full handshake). */
+static int tk_open(struct tls_listener *t, WOLFSSL *ssl, const unsigned char *name,
+                   const unsigned char *iv, const unsigned char *mac, unsigned char *buf,
+                   int len, int *outlen)
+{
+    struct tls_resume *tr = wolfSSL_get_app_data(ssl);
+    const char *host = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
+    struct tls_ctx *x = host && *host ? tls_sni_find(t, host) : NULL;
+    time_t now = time(NULL);
+    uint32_t id, issued;
+    struct tk_key *k = NULL;
+    struct tk_cert *e = NULL;
+    uint8_t aad[40], fp[TK_FP], zero[TK_FP];
+    int i;
+
+    if (!x)
+        x = &t->def;
+    memcpy(&id, name, 4);
+    memcpy(&issued, name + 4, 4);
+    for (i = 0; i < 2; i++)
+        if (id && TK.key[i].id == id)
+            k = &TK.key[i];
+    if (!tr || !k || now - (time_t)issued > TK_LIFETIME || (time_t)issued > now + 60)
+        return WOLFSSL_TICKET_RET_REJECT;
+    tk_aad(aad, name, iv, t->serial, tls_ctx_index(t, x), len);
+    if (wc_AesGcmDecrypt(&k->aes, buf, buf, (word32)len, iv, 12, mac, 16, aad, sizeof aad) != 0)
+        return WOLFSSL_TICKET_RET_REJECT;
+    if (name[8] & TK_NOID) {
+        if (x->verify != WOLFSSL_VERIFY_NONE)
+            return WOLFSSL_TICKET_RET_REJECT;
+        memset(fp, 0, TK_FP);
+    } else {
+        if (len < TK_FP)
+            return WOLFSSL_TICKET_RET_REJECT;
+        len -= TK_FP;
+        memcpy(fp, buf + len, TK_FP);
+    }
+    memset(zero, 0, sizeof zero);
+    if (memcmp(fp, zero, TK_FP) != 0) {
+        e = tk_cert_find(fp);
+        if (!e || e->expires <= now)
+            return WOLFSSL_TICKET_RET_REJECT;
+        if (x->ncrls && wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), e->der,
+                                                    (long)e->len) != WOLFSSL_SUCCESS)
+            return WOLFSSL_TICKET_RET_REJECT;   /* revoked since: the full handshake says so */
+    }
+    free(tr->der);
+    memset(tr, 0, sizeof *tr);
+    if (e) {
+        tr->der = malloc(e->len);
+        if (!tr->der)
+            return WOLFSSL_TICKET_RET_REJECT;
+        memcpy(tr->der, e->der, e->len);
+        tr->len = e->len;
+    }
+    memcpy(tr->fp, fp, TK_FP);
+    tr->sni = tls_ctx_index(t, x);
+    tr->ok = 1;
+    *outlen = len;
+    return WOLFSSL_TICKET_RET_OK;
+}
+
+static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
+                         unsigned char iv[WOLFSSL_TICKET_IV_SZ],
+                         unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc, unsigned char *buf,
+                         int len, int *outlen, void *arg)
+{
+    if (enc)
+        return tk_seal(arg, ssl, name, iv, mac, buf, len, outlen);
+    return tk_open(arg, ssl, name, iv, mac, buf, len, outlen);
 }
 
 static int tls_crl_expired(const struct tls_ctx *x, time_t now)
@@ -3095,6 +3466,7 @@ struct conn {
     char sni[256];
     char cn[256];
     int has_cert;
+    struct tls_resume tr;           /* what a session ticket brought */
     unsigned dead : 1;
     unsigned established : 1;       /* handshake done: log a connection line */
     unsigned http : 1;
@@ -3244,6 +3616,7 @@ static void conn_free(struct conn *c)
     free(c->srv.out.p);
     free(c->tx.req_head);
     free(c->xhdrs.p);
+    free(c->tr.der);
     free(c);
 }
 
@@ -5026,25 +5399,33 @@ static int conn_identity(struct conn *c)
 {
     WOLFSSL *ssl = c->cli.ssl;
     const char *sni = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
-    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(ssl);
+    int ticket = c->tr.ok && wolfSSL_session_reused(ssl);
+    WOLFSSL_X509 *x = ticket ? NULL : wolfSSL_get_peer_certificate(ssl);
     struct mtlslb_identity id;
     const unsigned char *der = NULL;
     int len = 0, rc = 0;
 
     if (sni)
         str_clean(c->sni, sizeof c->sni, sni);
-    if (x) {
-        c->has_cert = 1;
+    if (ticket && c->tr.len) {
+        der = c->tr.der;            /* a resumed session: the full handshake's certificate */
+        len = (int)c->tr.len;
+    } else if (x) {
         der = wolfSSL_X509_get_der(x, &len);
+    }
+    if (ticket ? c->tr.len > 0 : x != NULL) {
+        c->has_cert = 1;
         if (!der || len <= 0 || mtlslb_cert_identity(der, (size_t)len, &id) < 0)
             rc = -1;
         else
             memcpy(c->cn, id.cn, sizeof c->cn);
     }
     if (rc == 0 && c->ls->cfg->mode == MTLSLB_MODE_HTTP)
-        rc = http_client_headers(c, x ? &id : NULL, der, (size_t)len);
+        rc = http_client_headers(c, c->has_cert ? &id : NULL, der, (size_t)len);
     if (x)
         wolfSSL_X509_free(x);
+    free(c->tr.der);                /* its identity is decoded: the copy goes */
+    c->tr.der = NULL;
     return rc;
 }
 
@@ -5054,7 +5435,7 @@ static void conn_handshake_done(struct conn *c)
     const struct mtlslb_listener *l = c->ls->cfg;
     const char *why;
 
-    why = tls_resume_problem(&c->ls->tls, c->cli.ssl, c->has_cert);
+    why = tls_resume_problem(&c->ls->tls, c->cli.ssl, &c->tr, c->has_cert);
     if (why) {
         conn_hs_fail(c, R_SESSION, why);
         return;
@@ -5265,6 +5646,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->cli.ssl = wolfSSL_new(ls->tls.def.ctx);
     conn_spare_take(S);
     if (!c->cli.ssl || wolfSSL_set_fd(c->cli.ssl, fd) != WOLFSSL_SUCCESS ||
+        wolfSSL_set_app_data(c->cli.ssl, &c->tr) != WOLFSSL_SUCCESS ||
         loop_add(S->loop, &c->cli.pl, POLLIN) < 0) {
         int e = ENOMEM;
         if (c->cli.ssl)
@@ -6426,7 +6808,8 @@ int main(int argc, char **argv)
     S.now = S.started = now_ms();
     S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
     S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (S.spare_fd < 0 || S.next_fd < 0 || loop_reserve_timers(&L, gen_timers(g, 0)) < 0 ||
+    if (S.spare_fd < 0 || S.next_fd < 0 || tk_key_ready(time(NULL)) < 0 ||
+        loop_reserve_timers(&L, gen_timers(g, 0)) < 0 ||
         main_signals(&L, &sigp) < 0 || gen_open(g, NULL) < 0 ||
         main_stats_bind(&g->cfg->global.stats, &stats_fd) < 0) {
         log_msg(MTLSLB_LOG_ERROR, "cannot start: %s", strerror(errno));
@@ -6468,6 +6851,7 @@ int main(int argc, char **argv)
         close(sig_pipe[0]);
         close(sig_pipe[1]);
     }
+    tk_free();
     wolfSSL_Cleanup();
     return rc;
 }
