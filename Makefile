@@ -32,7 +32,7 @@ WOLFSSL_CFLAGS := -I$(abspath $(WOLFSSL_BUILD))/prefix/include
 WOLFSSL_LIBS := $(WOLFSSL_LIB) -lm
 WOLFSSL_CONFIGURE := --enable-static --disable-shared --enable-singlethreaded \
 	--enable-tls13 --disable-oldtls --enable-crl --enable-sni --enable-session-ticket \
-	--enable-sessioncerts --enable-opensslall --enable-opensslextra --enable-sp=yes \
+	--enable-opensslall --enable-opensslextra --enable-sp=yes \
 	--enable-curve25519 --enable-alpn --enable-altcertchains \
 	--disable-examples --disable-crypttests --disable-benchmark
 # What Debian's --enable-distro build has and mtlslb relies on: SAN parsing,
@@ -77,8 +77,16 @@ static: mtlslb.c mtlslb.h $(WOLFSSL_LIB)
 		$(WOLFSSL_LIBS) -lm
 
 # Both install what is missing first (Debian/Ubuntu, tests/deps.sh).
+# The library is rebuilt when the options it is built with change.
 ifneq ($(WOLFSSL_LIB),)
-$(WOLFSSL_LIB):
+WOLFSSL_STAMP := $(WOLFSSL_BUILD).options
+WOLFSSL_OPTIONS := $(WOLFSSL_CONFIGURE) CC=$(CC) CFLAGS=$(WOLFSSL_SRC_CFLAGS)
+.PHONY: wolfssl-options
+wolfssl-options:
+	@mkdir -p $(dir $(WOLFSSL_STAMP)); echo '$(WOLFSSL_OPTIONS)' | cmp -s - $(WOLFSSL_STAMP) || \
+		echo '$(WOLFSSL_OPTIONS)' >$(WOLFSSL_STAMP)
+$(WOLFSSL_STAMP): wolfssl-options
+$(WOLFSSL_LIB): $(WOLFSSL_STAMP)
 	rm -rf $(WOLFSSL_BUILD) && mkdir -p $(WOLFSSL_BUILD)
 	cp -a $(WOLFSSL_SRC) $(WOLFSSL_BUILD)/src
 	cd $(WOLFSSL_BUILD)/src && ./autogen.sh >/dev/null 2>&1 && \

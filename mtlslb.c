@@ -66,8 +66,8 @@
 #if !defined(HAVE_SESSION_TICKET)
 #error "mtlslb needs a wolfSSL built with --enable-session-ticket"
 #endif
-#if !defined(SESSION_CERTS) || !defined(KEEP_PEER_CERT)
-#error "mtlslb needs a wolfSSL built with --enable-sessioncerts and KEEP_PEER_CERT (--enable-opensslall gives it)"
+#if !defined(KEEP_PEER_CERT)
+#error "mtlslb needs a wolfSSL built with KEEP_PEER_CERT (--enable-opensslall gives it)"
 #endif
 
 /* ======================================================================
@@ -1482,11 +1482,24 @@ void mtlslb_config_free(struct mtlslb_config *c)
  * reasons an operator can act on.
  * ====================================================================== */
 
-#define TLS_DEFAULT_CIPHERS                                                     \
-    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:" \
+/*
+ * ECDHE with AEAD only, in the server's order of preference: AES-GCM first
+ * where the linked wolfSSL has AES instructions, else ChaCha20-Poly1305,
+ * which is two to three times faster than table AES (Debian's build has no
+ * AES-NI: AES-128-GCM ~140 MB/s, ChaCha20-Poly1305 ~300 MB/s on one core).
+ */
+#define TLS_AES_CIPHERS                                                         \
+    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"                          \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+#define TLS_CHACHA_CIPHERS                                                      \
+    "TLS13-CHACHA20-POLY1305-SHA256:"                                           \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#if defined(WOLFSSL_AESNI) || defined(WOLFSSL_ARMASM)
+#define TLS_DEFAULT_CIPHERS TLS_AES_CIPHERS ":" TLS_CHACHA_CIPHERS
+#else
+#define TLS_DEFAULT_CIPHERS TLS_CHACHA_CIPHERS ":" TLS_AES_CIPHERS
+#endif
 
 enum tls_reason {
     R_NO_CERT, R_UNKNOWN_CA, R_EXPIRED, R_NOT_YET_VALID, R_REVOKED, R_CRL_EXPIRED,
@@ -2162,6 +2175,17 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     wolfSSL_CTX_set_TicketEncCb(t->ctx, tls_ticket_cb);
     wolfSSL_CTX_set_TicketEncCtx(t->ctx, cb_arg);
     wolfSSL_CTX_set_TicketHint(t->ctx, TK_LIFETIME);
+    wolfSSL_CTX_set_timeout(t->ctx, TK_LIFETIME);
+    {
+        /* wolfSSL's session cache is process-wide: a session resumes only
+         * under the listener build it was made under. */
+        uint32_t serial = ((const struct tls_listener *)cb_arg)->serial;
+        if (wolfSSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)&serial,
+                                               sizeof serial) != WOLFSSL_SUCCESS) {
+            report_at(r, l->line, "cannot set the session id context");
+            return -1;
+        }
+    }
     if (l->nsnis > 0) {
         /*
          * wolfSSL's TLS 1.2 session cache is process-wide and its TLS 1.2
@@ -2307,6 +2331,26 @@ static struct tls_ctx *tls_sni_find(struct tls_listener *t, const char *host)
     return NULL;
 }
 
+/*
+ * In a wolfSSL built SINGLE_THREADED (OpenWrt's may be; 5.5.4 checked), an
+ * SSL shares its context's cipher-suite list instead of copying it, and a
+ * TLS 1.3 resumption narrows that list to the suites the client offered:
+ * the listener's context then refuses TLS 1.2 ("can't match cipher suite",
+ * seen after one TLS 1.3 resumption).  Setting the list on the SSL itself
+ * gives it its own copy.
+ */
+static int tls_own_suites(WOLFSSL *ssl, const struct mtlslb_listener *l)
+{
+#ifdef SINGLE_THREADED
+    return wolfSSL_set_cipher_list(ssl, l->ciphers ? l->ciphers : TLS_DEFAULT_CIPHERS) ==
+           WOLFSSL_SUCCESS ? 0 : -1;
+#else
+    (void)ssl;
+    (void)l;
+    return 0;
+#endif
+}
+
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
 {
     struct tls_listener *t = arg;
@@ -2314,7 +2358,7 @@ static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
     struct tls_ctx *x = host && *host ? tls_sni_find(t, host) : NULL;
 
     if (x) {
-        if (!wolfSSL_set_SSL_CTX(ssl, x->ctx)) {
+        if (!wolfSSL_set_SSL_CTX(ssl, x->ctx) || tls_own_suites(ssl, t->cfg) < 0) {
             *ad = internal_error;
             return SSL_TLSEXT_ERR_ALERT_FATAL;
         }
@@ -2653,6 +2697,8 @@ static int tk_seal(struct tls_listener *t, WOLFSSL *ssl, unsigned char *name, un
     return WOLFSSL_TICKET_RET_OK;
 }
 
+static int tk_cert_check(const struct tls_ctx *x, const struct tk_cert *e, enum tls_reason *why);
+
 /* Open a ticket, or decline it (the client then does a full handshake). */
 static int tk_open(struct tls_listener *t, WOLFSSL *ssl, const unsigned char *name,
                    const unsigned char *iv, const unsigned char *mac, unsigned char *buf,
@@ -2666,6 +2712,7 @@ static int tk_open(struct tls_listener *t, WOLFSSL *ssl, const unsigned char *na
     struct tk_key *k = NULL;
     struct tk_cert *e = NULL;
     uint8_t aad[40], fp[TK_FP], zero[TK_FP];
+    enum tls_reason why;
     int i;
 
     if (!x)
@@ -2693,11 +2740,8 @@ static int tk_open(struct tls_listener *t, WOLFSSL *ssl, const unsigned char *na
     memset(zero, 0, sizeof zero);
     if (memcmp(fp, zero, TK_FP) != 0) {
         e = tk_cert_find(fp);
-        if (!e || e->expires <= now)
-            return WOLFSSL_TICKET_RET_REJECT;
-        if (x->ncrls && wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), e->der,
-                                                    (long)e->len) != WOLFSSL_SUCCESS)
-            return WOLFSSL_TICKET_RET_REJECT;   /* revoked since: the full handshake says so */
+        if (!e || tk_cert_check(x, e, &why) < 0)
+            return WOLFSSL_TICKET_RET_REJECT;   /* the full handshake says why */
     }
     free(tr->der);
     memset(tr, 0, sizeof *tr);
@@ -2723,6 +2767,85 @@ static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ
     if (enc)
         return tk_seal(arg, ssl, name, iv, mac, buf, len, outlen);
     return tk_open(arg, ssl, name, iv, mac, buf, len, outlen);
+}
+
+/*
+ * TLS 1.2 session ids of full handshakes, with the listener build, sni
+ * name and client certificate they were made under.  A session wolfSSL
+ * resumes from its session cache takes its identity from here, so mtlslb
+ * needs no certificate copies in wolfSSL's sessions (SESSION_CERTS), and
+ * the certificate is checked again (expiry, the CRL in force now).  The
+ * newest TK_SIDS are kept; wolfSSL's own cache is smaller.
+ */
+#define TK_SIDS 1024
+
+struct tk_sid {
+    uint8_t id[32];                 /* TLS session ids are at most 32 bytes */
+    uint8_t len;                    /* 0: a free slot */
+    unsigned sni;
+    uint32_t serial;
+    time_t born;
+    uint8_t fp[TK_FP];              /* zero: no client certificate */
+};
+
+static struct tk_sid *tk_sids;
+static unsigned tk_sid_next;
+
+static const uint8_t *tk_session_id(WOLFSSL *ssl, unsigned *len)
+{
+    WOLFSSL_SESSION *sess = wolfSSL_get_session(ssl);
+    const uint8_t *id;
+
+    *len = 0;
+    if (!sess || !(id = wolfSSL_SESSION_get_id(sess, len)) || *len == 0 || *len > 32)
+        return NULL;
+    return id;
+}
+
+static void tk_sid_put(struct tls_listener *t, WOLFSSL *ssl, const uint8_t fp[TK_FP])
+{
+    unsigned len;
+    const uint8_t *id = tk_session_id(ssl, &len);
+    struct tk_sid *e;
+
+    if (!id || (!tk_sids && !(tk_sids = calloc(TK_SIDS, sizeof *tk_sids))))
+        return;                     /* the session cannot resume with an identity */
+    e = &tk_sids[tk_sid_next++ % TK_SIDS];
+    memcpy(e->id, id, len);
+    e->len = (uint8_t)len;
+    e->serial = t->serial;
+    e->sni = tls_ctx_index(t, tls_ctx_of(t, ssl));
+    e->born = time(NULL);
+    memcpy(e->fp, fp, TK_FP);
+}
+
+static const struct tk_sid *tk_sid_find(struct tls_listener *t, WOLFSSL *ssl)
+{
+    unsigned len, i;
+    const uint8_t *id = tk_session_id(ssl, &len);
+    time_t now = time(NULL);
+
+    for (i = 0; id && tk_sids && i < TK_SIDS; i++) {
+        const struct tk_sid *e = &tk_sids[i];
+        if (e->len == len && memcmp(e->id, id, len) == 0)
+            return e->serial == t->serial && e->sni == tls_ctx_index(t, tls_ctx_of(t, ssl)) &&
+                   now - e->born <= TK_LIFETIME ? e : NULL;
+    }
+    return NULL;
+}
+
+/* Is a remembered certificate still good for a resumed session under this
+ * context: not expired, not revoked by the CRL in force now? */
+static int tk_cert_check(const struct tls_ctx *x, const struct tk_cert *e, enum tls_reason *why)
+{
+    *why = R_EXPIRED;
+    if (e->expires <= time(NULL))
+        return -1;
+    *why = R_REVOKED;
+    if (x->ncrls && wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), e->der,
+                                                (long)e->len) != WOLFSSL_SUCCESS)
+        return -1;
+    return 0;
 }
 
 static int tls_crl_expired(const struct tls_ctx *x, time_t now)
@@ -3364,9 +3487,43 @@ static void hc_schedule(struct loop *L, uint64_t now, struct up_backend *b)
  * ====================================================================== */
 
 struct buf {
-    uint8_t *data;                  /* MTLSLB_BUF_SIZE bytes once needed */
+    uint8_t *data;                  /* MTLSLB_BUF_SIZE bytes while any wait in it */
     size_t off, len;
 };
+
+/*
+ * A side holds a relay buffer only while bytes wait in it, so an idle
+ * connection costs no buffer; a few free ones are kept for the next reader,
+ * so keep-alive traffic does not go through malloc for each read.
+ */
+#define BUF_SPARES 16
+static uint8_t *buf_spare[BUF_SPARES];
+static int buf_nspare;
+
+static int buf_take(struct buf *b)
+{
+    if (b->data)
+        return 0;
+    b->data = buf_nspare ? buf_spare[--buf_nspare] : malloc(MTLSLB_BUF_SIZE);
+    b->off = b->len = 0;
+    return b->data ? 0 : -1;
+}
+
+static void buf_give(struct buf *b)
+{
+    if (b->data && buf_nspare < BUF_SPARES)
+        buf_spare[buf_nspare++] = b->data;
+    else
+        free(b->data);
+    b->data = NULL;
+    b->off = b->len = 0;
+}
+
+static void buf_spares_free(void)
+{
+    while (buf_nspare)
+        free(buf_spare[--buf_nspare]);
+}
 
 /* Bytes we generate for a side (rewritten heads, error answers); they go
  * out before anything relayed from the other side. */
@@ -3610,8 +3767,8 @@ static void gen_unref(struct mtlslb *S, struct gen *g);
 static void conn_free(struct conn *c)
 {
     gen_unref(c->S, c->gen);
-    free(c->cli.buf.data);
-    free(c->srv.buf.data);
+    buf_give(&c->cli.buf);
+    buf_give(&c->srv.buf);
     free(c->cli.out.p);
     free(c->srv.out.p);
     free(c->tx.req_head);
@@ -3867,7 +4024,7 @@ static int relay_body_done(const struct side *s)
 
 static void http_bad_framing(struct conn *c, struct side *s);
 
-static int relay_move(struct conn *c, struct side *from, struct side *to)
+static int relay_step(struct conn *c, struct side *from, struct side *to)
 {
     struct buf *b = &from->buf;
     enum io_status st = IO_AGAIN;
@@ -3877,7 +4034,7 @@ static int relay_move(struct conn *c, struct side *from, struct side *to)
     long allow;
 
     if (from->pl.slot >= 0 && !from->eof && relay_room(from, to)) {
-        if (!b->data && !(b->data = malloc(MTLSLB_BUF_SIZE))) {
+        if (buf_take(b) < 0) {
             conn_close(c, "out of memory");
             return -1;
         }
@@ -3952,6 +4109,16 @@ static int relay_move(struct conn *c, struct side *from, struct side *to)
             moved = 1;
     }
     return moved;
+}
+
+/* One step of relaying; a buffer left empty goes back to the spares. */
+static int relay_move(struct conn *c, struct side *from, struct side *to)
+{
+    int r = relay_step(c, from, to);
+
+    if (r >= 0 && from->buf.len == 0 && from->buf.data)
+        buf_give(&from->buf);
+    return r;
 }
 
 static short side_interest(const struct side *s, const struct side *peer)
@@ -5392,36 +5559,92 @@ static void http_bad_framing(struct conn *c, struct side *s)
 
 /* ---- the handshake ---- */
 
+/*
+ * The client certificate of a handshake, as DER: the peer's on a full
+ * handshake (then remembered for resumption: tk_cert_put, and for TLS 1.2
+ * its session id), the remembered one on a resumed session (a ticket's, or
+ * a session id's, checked again here).  *der NULL: none.  -1 with *why set
+ * if a resumed session's certificate is no longer good.
+ */
+static int conn_peer_der(struct conn *c, WOLFSSL_X509 **x, const uint8_t **der, size_t *len,
+                         enum tls_reason *why)
+{
+    struct tls_listener *t = &c->ls->tls;
+    WOLFSSL *ssl = c->cli.ssl;
+    uint8_t fp[TK_FP], zero[TK_FP];
+    int dlen = 0;
+
+    *x = NULL;
+    *der = NULL;
+    *len = 0;
+    memset(fp, 0, sizeof fp);
+    memset(zero, 0, sizeof zero);
+    if (wolfSSL_session_reused(ssl)) {
+        const struct tk_sid *sid;
+        const struct tk_cert *e;
+        if (c->tr.ok) {             /* a ticket: checked as it was opened */
+            *der = c->tr.der;
+            *len = c->tr.len;
+            return 0;
+        }
+        sid = tk_sid_find(t, ssl);
+        if (!sid || memcmp(sid->fp, zero, TK_FP) == 0)
+            return 0;               /* tls_resume_problem decides */
+        e = tk_cert_find(sid->fp);
+        if (!e)
+            return 0;
+        if (tk_cert_check(tls_ctx_of(t, ssl), e, why) < 0)
+            return -1;
+        *der = e->der;
+        *len = e->len;
+        return 0;
+    }
+    *x = wolfSSL_get_peer_certificate(ssl);
+    if (*x) {
+        *der = wolfSSL_X509_get_der(*x, &dlen);
+        if (!*der || dlen <= 0) {
+            *why = R_BAD_CERT;
+            return -1;
+        }
+        *len = (size_t)dlen;
+        if (wc_Sha256Hash(*der, (word32)dlen, fp) != 0 || tk_cert_put(fp, *der, *len) < 0)
+            memset(fp, 0, sizeof fp);
+        else if (wolfSSL_version(ssl) == TLS1_2_VERSION)
+            tk_sid_put(t, ssl, fp);
+    } else if (wolfSSL_version(ssl) == TLS1_2_VERSION) {
+        tk_sid_put(t, ssl, fp);     /* no certificate: resumes as none */
+    }
+    return 0;
+}
+
 /* Who the client is: SNI and CN for every listener, and for http ones the
- * header block its requests carry.  -1 if the certificate does not decode
- * (or memory ran out). */
-static int conn_identity(struct conn *c)
+ * header block its requests carry.  -1 with *why set if the certificate
+ * does not decode, a resumed one is no longer good, or memory ran out. */
+static int conn_identity(struct conn *c, enum tls_reason *why)
 {
     WOLFSSL *ssl = c->cli.ssl;
     const char *sni = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
-    int ticket = c->tr.ok && wolfSSL_session_reused(ssl);
-    WOLFSSL_X509 *x = ticket ? NULL : wolfSSL_get_peer_certificate(ssl);
+    WOLFSSL_X509 *x;
     struct mtlslb_identity id;
-    const unsigned char *der = NULL;
-    int len = 0, rc = 0;
+    const uint8_t *der;
+    size_t len;
+    int rc;
 
     if (sni)
         str_clean(c->sni, sizeof c->sni, sni);
-    if (ticket && c->tr.len) {
-        der = c->tr.der;            /* a resumed session: the full handshake's certificate */
-        len = (int)c->tr.len;
-    } else if (x) {
-        der = wolfSSL_X509_get_der(x, &len);
-    }
-    if (ticket ? c->tr.len > 0 : x != NULL) {
+    rc = conn_peer_der(c, &x, &der, &len, why);
+    if (rc == 0 && der) {
         c->has_cert = 1;
-        if (!der || len <= 0 || mtlslb_cert_identity(der, (size_t)len, &id) < 0)
+        *why = R_BAD_CERT;
+        if (mtlslb_cert_identity(der, len, &id) < 0)
             rc = -1;
         else
             memcpy(c->cn, id.cn, sizeof c->cn);
     }
-    if (rc == 0 && c->ls->cfg->mode == MTLSLB_MODE_HTTP)
-        rc = http_client_headers(c, c->has_cert ? &id : NULL, der, (size_t)len);
+    if (rc == 0 && c->ls->cfg->mode == MTLSLB_MODE_HTTP) {
+        *why = R_BAD_CERT;
+        rc = http_client_headers(c, c->has_cert ? &id : NULL, der, len);
+    }
     if (x)
         wolfSSL_X509_free(x);
     free(c->tr.der);                /* its identity is decoded: the copy goes */
@@ -5461,7 +5684,7 @@ static void conn_handshake_done(struct conn *c)
         ti.sni = c->sni[0] ? c->sni : NULL;
         ti.has_cert = c->has_cert;
         ti.verify = 0;
-        if (!(c->cli.buf.data = malloc(MTLSLB_BUF_SIZE))) {
+        if (buf_take(&c->cli.buf) < 0) {
             conn_close(c, "out of memory");
             return;
         }
@@ -5497,10 +5720,12 @@ static void conn_handshake(struct conn *c)
     conn_spare_release(S);
     r = wolfSSL_accept(c->cli.ssl);
     if (r == WOLFSSL_SUCCESS) {
-        int id = conn_identity(c);
+        enum tls_reason why = R_BAD_CERT;
+        int id = conn_identity(c, &why);
         conn_spare_take(S);
         if (id < 0)
-            conn_hs_fail(c, R_BAD_CERT, "\"the client certificate does not decode\"");
+            conn_hs_fail(c, why, why == R_BAD_CERT ? "\"the client certificate does not decode\""
+                         : "\"resumed session\"");
         else
             conn_handshake_done(c);
         return;
@@ -5647,6 +5872,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     conn_spare_take(S);
     if (!c->cli.ssl || wolfSSL_set_fd(c->cli.ssl, fd) != WOLFSSL_SUCCESS ||
         wolfSSL_set_app_data(c->cli.ssl, &c->tr) != WOLFSSL_SUCCESS ||
+        tls_own_suites(c->cli.ssl, ls->cfg) < 0 ||
         loop_add(S->loop, &c->cli.pl, POLLIN) < 0) {
         int e = ENOMEM;
         if (c->cli.ssl)
@@ -6852,6 +7078,7 @@ int main(int argc, char **argv)
         close(sig_pipe[1]);
     }
     tk_free();
+    buf_spares_free();
     wolfSSL_Cleanup();
     return rc;
 }

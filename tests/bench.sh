@@ -3,21 +3,38 @@
 # would otherwise pick, in one run on this machine.  The server under test
 # runs pinned to CPU 0, the load generator and the backends (nginx) to CPU 1;
 # the server's CPU time comes from /proc, so the figures are CPU per unit of
-# work, steadier than rates on a shared machine.  ECDSA P-256 PKI, verify
-# required, CA and CRL, round-robin over two backends.
+# work, steadier than rates on a shared machine.  ECDSA P-256 PKI (and one
+# RSA-2048 row), verify required, CA and CRL, round-robin over two backends.
 #
-# BENCH_SECONDS=N per workload (default 5).  Peers are used when installed
-# (as root it installs haproxy, stunnel4 and nginx-light with apt-get).
+# Servers: mtlslb with Debian's wolfSSL (mtlslb-deb) and with the fast static
+# one built from source (mtlslb-fast), haproxy in http mode and in tcp mode
+# (haproxy-tcp), stunnel.  Workloads: (a) full handshakes, (b) resumed
+# handshakes (TLS 1.3 tickets), (c) keep-alive requests, (d) bulk, (e) idle
+# connections' memory, (g) keep-alive requests beside 1,000 idle connections.
+# Below the table: in-memory handshake ceilings (tests/hsloop.c) and a plain
+# HTTP keep-alive ceiling straight to nginx (loadgen --plain).
+#
+# BENCH_SECONDS=N per workload (default 5; (g) assumes N <= 30, as the idle
+# connections must outlive it within the 60 s idle timeouts).  Peers are used
+# when installed (as root it installs haproxy, stunnel4 and nginx-light).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+export LC_ALL=C
 DUR=${BENCH_SECONDS:-5}
 W=$(mktemp -d "${TMPDIR:-/tmp}/mtlslb-bench.XXXXXX")
 chmod 755 "$W"                  # nginx workers (not root) read www/
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$W"; }
+PIDS=()                         # nginx
+SERVER= HOLD=                   # the server under test, a holding loadgen, while they run
+cleanup() {
+    for p in "${PIDS[@]}" $SERVER $HOLD; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null; rm -rf "$W"
+}
 trap cleanup EXIT
 say() { printf '%s\n' "$*" >&2; }
+# 1,000 held + 32 active connections, each one or two descriptors.
+[ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ] && { ulimit -n 8192 2>/dev/null ||
+    say "bench: ulimit -n is $(ulimit -n); (e) and (g) may fall short"; }
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=""
@@ -35,11 +52,14 @@ SRC=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src") && make -s BIN="$W/mtlslb-
     >/dev/null 2>&1 || { say "no WOLFSSL_SRC build: $SRC"; SRC=; }
 FAST_PREFIX=$(ls -d "$ROOT"/build/wolfssl-*/prefix 2>/dev/null | head -1)
 if [ -n "$FAST_PREFIX" ]; then
-    cc -O2 -I"$FAST_PREFIX/include" -o "$W/loadgen" tests/loadgen.c "$FAST_PREFIX/lib/libwolfssl.a" -lm
+    cc -O2 -I"$FAST_PREFIX/include" -o "$W/loadgen" tests/loadgen.c "$FAST_PREFIX/lib/libwolfssl.a" -lm &&
+    cc -O2 -I"$FAST_PREFIX/include" -o "$W/hsloop-fast" tests/hsloop.c "$FAST_PREFIX/lib/libwolfssl.a" -lm
 else
     cc -O2 -o "$W/loadgen" tests/loadgen.c -lwolfssl
 fi || exit 1
+cc -O2 -o "$W/hsloop-deb" tests/hsloop.c -lwolfssl || exit 1
 tests/pki.sh "$W/pki" || exit 1
+PKI_KEY=rsa2048 tests/pki.sh "$W/pki-rsa" || exit 1
 P=$W/pki
 
 # ---- backends: nginx, one worker, on CPU 1
@@ -52,6 +72,7 @@ daemon off;
 pid $W/nginx.pid;
 error_log $W/nginx.err;
 events { worker_connections 8192; }
+worker_rlimit_nofile 8192;
 http {
     access_log off;
     keepalive_requests 1000000;
@@ -59,12 +80,19 @@ http {
 }
 EOF
 taskset -c 1 nginx -c "$W/nginx.conf" -e "$W/nginx.err" &
-PIDS+=($!)
+NGINX=$!
+PIDS+=("$NGINX")
 sleep 0.5
+# The worker (a child of the master started above): its CPU counts as CPU 1's.
+NGINX_W=$(cat "/proc/$NGINX/task/$NGINX/children" 2>/dev/null)
 
-# ---- servers under test (each on 127.0.0.1:21443, CPU 0)
-cat "$P/server.crt" "$P/server.key" >"$W/haproxy.pem"
-cat >"$W/mtlslb.conf" <<EOF
+# ---- servers under test (each on 127.0.0.1:21443, CPU 0); one set of
+# configurations per PKI: $W/ec (P-256, every workload) and $W/rsa (RSA-2048)
+mkconfs() {
+    local C=$1 P=$2 mode
+    mkdir -p "$C"
+    cat "$P/server.crt" "$P/server.key" >"$C/haproxy.pem"
+    cat >"$C/mtlslb.conf" <<EOF
 global
     log-level error
     max-conns 4096
@@ -79,25 +107,27 @@ backend b
     server a 127.0.0.1:21081
     server b 127.0.0.1:21082
 EOF
-cat >"$W/haproxy.cfg" <<EOF
+    for mode in http tcp; do
+        cat >"$C/haproxy-$mode.cfg" <<EOF
 global
     nbthread 1
     maxconn 4096
 defaults
-    mode http
+    mode $mode
     timeout connect 3s
     timeout client 60s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:21443 ssl crt $W/haproxy.pem ca-file $P/ca.crt verify required crl-file $P/ca.crl
+    bind 127.0.0.1:21443 ssl crt $C/haproxy.pem ca-file $P/ca.crt verify required crl-file $P/ca.crl
     default_backend be
 backend be
     balance roundrobin
-    http-reuse always
+$([ $mode = http ] && echo "    http-reuse always")
     server a 127.0.0.1:21081
     server b 127.0.0.1:21082
 EOF
-cat >"$W/stunnel.conf" <<EOF
+    done
+    cat >"$C/stunnel.conf" <<EOF
 foreground = yes
 pid =
 [bench]
@@ -113,14 +143,19 @@ verifyChain = yes
 requireCert = yes
 sslVersionMin = TLSv1.2
 EOF
+}
+mkconfs "$W/ec" "$W/pki"
+mkconfs "$W/rsa" "$W/pki-rsa"
 
-SERVER=
+# start NAME CONFDIR
 start() {
+    local C=$2
     case $1 in
-    mtlslb-deb) taskset -c 0 "$W/mtlslb-deb" -c "$W/mtlslb.conf" 2>"$W/srv.log" & ;;
-    mtlslb-fast) taskset -c 0 "$W/mtlslb-fast" -c "$W/mtlslb.conf" 2>"$W/srv.log" & ;;
-    haproxy) taskset -c 0 haproxy -db -f "$W/haproxy.cfg" >"$W/srv.log" 2>&1 & ;;
-    stunnel) taskset -c 0 stunnel "$W/stunnel.conf" >"$W/srv.log" 2>&1 & ;;
+    mtlslb-deb) taskset -c 0 "$W/mtlslb-deb" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
+    mtlslb-fast) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
+    haproxy) taskset -c 0 haproxy -db -f "$C/haproxy-http.cfg" >"$W/srv.log" 2>&1 & ;;
+    haproxy-tcp) taskset -c 0 haproxy -db -f "$C/haproxy-tcp.cfg" >"$W/srv.log" 2>&1 & ;;
+    stunnel) taskset -c 0 stunnel "$C/stunnel.conf" >"$W/srv.log" 2>&1 & ;;
     esac
     SERVER=$!
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/21443) 2>/dev/null && return 0; sleep 0.1; done
@@ -129,58 +164,191 @@ start() {
 stop() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; SERVER=; sleep 0.3; }
 cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$SERVER/stat" 2>/dev/null || echo 0; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
-lg() { taskset -c 1 "$W/loadgen" --connect 127.0.0.1:21443 --sni localhost --cert "$P/client.crt" \
-        --key "$P/client.key" --ca "$P/ca.crt" --duration "$DUR" "$@"; }
+ng_ms() {
+    local p t=0
+    for p in $NGINX_W; do
+        t=$(awk -v t="$t" '{print t + ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$p/stat" 2>/dev/null ||
+            echo "$t")
+    done
+    echo "$t"
+}
+# Client-side mTLS connections to the server that are established now.
+est() { ss -Htn state established '( dport = :21443 )' 2>/dev/null | wc -l; }
+LGP=$P
+lg() { taskset -c 1 "$W/loadgen" --connect 127.0.0.1:21443 --sni localhost --cert "$LGP/client.crt" \
+        --key "$LGP/client.key" --ca "$LGP/ca.crt" --duration "$DUR" "$@"; }
+# lgx: lg for the background, the loadgen in place of the subshell, so that
+# $! is the loadgen itself (a killed subshell would leave it running).
+lgx() { exec taskset -c 1 "$W/loadgen" --connect 127.0.0.1:21443 --sni localhost --cert "$LGP/client.crt" \
+        --key "$LGP/client.key" --ca "$LGP/ca.crt" --duration "$DUR" "$@"; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
-# run NAME: one server through every workload; prints "NAME a b c d e1 e2" lines
+# lgrun ARGS: one loadgen run against the server.  Sets OUT (its line), DCPU
+# (server CPU ms) and SAT ("*" when CPU 1 - this loadgen plus nginx - was busy
+# for >= 95 % of the run's wall time: the client side, not the server, set
+# the pace).  The loadgen's own CPU comes from `times` in its subshell.
+OUT= DCPU=0 SAT=
+lgrun() {
+    local c0 c1 n0 n1 t0 t1 res
+    c0=$(cpu_ms); n0=$(ng_ms); t0=$EPOCHREALTIME
+    res=$(lg "$@"; times)
+    t1=$EPOCHREALTIME; c1=$(cpu_ms); n1=$(ng_ms)
+    OUT=$(grep -m1 '^requests=' <<<"$res")
+    DCPU=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.0f", b - a }')
+    SAT=$(tail -1 <<<"$res" | awk -v t0="$t0" -v t1="$t1" -v n="$((${n1%.*} - ${n0%.*}))" '
+        function sec(x, a) { split(x, a, "m"); return a[1] * 60 + substr(a[2], 1, length(a[2]) - 1) }
+        { busy = sec($1) + sec($2) + n / 1000; print (t1 > t0 && busy >= 0.95 * (t1 - t0)) ? "*" : "" }')
+    [ -n "$SAT" ] && ANYSAT=1
+    [ -n "$OUT" ] || say "  loadgen $*: no result"
+}
+ANYSAT=
+# per SCALE FMT N: DCPU * SCALE / N, or "-" when N is 0 or missing
+per() { awk -v c="$DCPU" -v s="$1" -v n="${3:-0}" 'BEGIN { if (n > 0) printf "'"$2"'", c * s / n; else print "-" }'; }
+rate() { local v; v=$(field "$1" "$OUT"); [ -n "$v" ] && [ "$v" != 0.0 ] && echo "$v$SAT" || echo -; }
+
+# run NAME: one server through every workload, into R[NAME,key]
 declare -A R
+SHORT=
 run() {
-    local name=$1 c0 c1 out n rss0 rss1
-    start "$name" || { say "$name does not start: $(tail -2 "$W/srv.log")"; return; }
+    local name=$1 n rss0 rss1 i held c0 c1
+    start "$name" "$W/ec" || { say "$name does not start: $(tail -2 "$W/srv.log")"; stop; return; }
     R[$name,rss]=$(rss_kb)
     # (a) full handshakes, one request each, 16 clients
-    c0=$(cpu_ms); out=$(lg --concurrency 16 --requests-per-conn 1 --path /64); c1=$(cpu_ms)
-    n=$(field handshakes "$out")
-    R[$name,a]=$(awk -v c=$((${c1%.*} - ${c0%.*})) -v n="$n" 'BEGIN { printf "%.0f", n ? c * 1000 / n : 0 }')
-    R[$name,ar]=$(field hs_per_s "$out")
+    lgrun --concurrency 16 --requests-per-conn 1 --path /64
+    R[$name,a]=$(per 1000 %.0f "$(field handshakes "$OUT")")$SAT
+    R[$name,ar]=$(rate hs_per_s)
+    # (b) resumed handshakes (TLS 1.3 tickets), one request each, 16 clients;
+    # CPU per handshake of this run (each client's first one is full)
+    lgrun --concurrency 16 --requests-per-conn 1 --path /64 --resume
+    n=$(field handshakes "$OUT")
+    R[$name,b]=$(per 1000 %.0f "$n")$SAT
+    R[$name,br]=$(rate hs_per_s)
+    R[$name,bs]=$(awk -v r="$(field resumed "$OUT")" -v n="${n:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", 100 * r / n; else print "-" }')
     # (c) keep-alive requests, 64-byte bodies, 32 clients
-    c0=$(cpu_ms); out=$(lg --concurrency 32 --requests-per-conn 0 --path /64); c1=$(cpu_ms)
-    n=$(field requests "$out")
-    R[$name,c]=$(awk -v c=$((${c1%.*} - ${c0%.*})) -v n="$n" 'BEGIN { printf "%.1f", n ? c * 1000 / n : 0 }')
-    R[$name,cr]=$(field req_per_s "$out")
+    lgrun --concurrency 32 --requests-per-conn 0 --path /64
+    R[$name,c]=$(per 1000 %.1f "$(field requests "$OUT")")$SAT
+    R[$name,cr]=$(rate req_per_s)
     # (d) bulk 16 MiB bodies, 4 clients
-    c0=$(cpu_ms); out=$(lg --concurrency 4 --requests-per-conn 0 --path /bulk); c1=$(cpu_ms)
-    n=$(field requests "$out")
-    R[$name,d]=$(awk -v c=$((${c1%.*} - ${c0%.*})) -v n="$n" 'BEGIN { printf "%.0f", n ? c * 100 / (n * 16.78) : 0 }')
+    lgrun --concurrency 4 --requests-per-conn 0 --path /bulk
+    n=$(field requests "$OUT")
+    R[$name,d]=$(per 100 %.0f "$(awk -v n="${n:-0}" 'BEGIN { print n * 16.78 }')")$SAT
     # (e) KB per idle established mTLS connection, 1,000 held
     rss0=$(rss_kb)
-    lg --hold 1000 --duration 4 >/dev/null &
-    local h=$!
+    lgx --hold 1000 --duration 4 >/dev/null &
+    HOLD=$!
     sleep 3
     rss1=$(rss_kb)
-    wait "$h"
+    wait "$HOLD"; HOLD=
     R[$name,e]=$(( (rss1 - rss0) / 1000 ))
+    # (g) (c) again while 1,000 idle mTLS connections are open: a holder
+    # loadgen keeps them until its --duration ends; wait until they are all
+    # established and the server has finished their handshakes (its CPU
+    # quiet), then run the load, then end the holder.
+    lgx --hold 1000 --duration $((DUR + 40)) >/dev/null &
+    HOLD=$!
+    c0=$(cpu_ms)
+    for i in $(seq 100); do
+        sleep 0.3
+        c1=$(cpu_ms)
+        [ "$(est)" -ge 1000 ] && awk -v a="$c0" -v b="$c1" 'BEGIN { exit !(b - a < 15) }' && break
+        c0=$c1
+    done
+    held=$(est)
+    lgrun --concurrency 32 --requests-per-conn 0 --path /64
+    i=$(est)
+    [ "$i" -lt "$held" ] && held=$i
+    kill "$HOLD" 2>/dev/null; wait "$HOLD" 2>/dev/null; HOLD=
+    R[$name,g]=$(per 1000 %.1f "$(field requests "$OUT")")$SAT
+    R[$name,gr]=$(rate req_per_s)
+    [ "$held" -lt 1000 ] && { R[$name,g]+="!"; R[$name,gr]+="!"; SHORT="$SHORT $name:$held"; }
+    stop
+    # (a) again with the RSA-2048 PKI (server and client certificates)
+    start "$name" "$W/rsa" || { say "$name does not start (RSA): $(tail -2 "$W/srv.log")"; stop; return; }
+    LGP=$W/pki-rsa
+    lgrun --concurrency 16 --requests-per-conn 1 --path /64
+    LGP=$P
+    R[$name,ra]=$(per 1000 %.0f "$(field handshakes "$OUT")")$SAT
     stop
 }
 
 NAMES="mtlslb-deb"
 [ -n "$SRC" ] && NAMES="$NAMES mtlslb-fast"
-command -v haproxy >/dev/null && NAMES="$NAMES haproxy"
+command -v haproxy >/dev/null && NAMES="$NAMES haproxy haproxy-tcp"
 command -v stunnel >/dev/null && NAMES="$NAMES stunnel"
 for n in $NAMES; do say "bench: $n"; run "$n"; done
 
+# ---- ceilings, with no server running: the in-memory handshake loop on
+# CPU 0, and loadgen --plain straight to nginx
+say "bench: ceilings"
+HS=
+for lib in fast deb; do
+    [ -x "$W/hsloop-$lib" ] || continue
+    for k in pki pki-rsa; do
+        HS+="$lib $k $(taskset -c 0 "$W/hsloop-$lib" "$W/$k" --seconds 2 || echo failed)"$'\n'
+    done
+done
+plain() { "$@" "$W/loadgen" --plain --connect 127.0.0.1:21081 --duration "$DUR" --concurrency 32 \
+    --requests-per-conn 0 --path /64; }
+PL1=$(field req_per_s "$(plain taskset -c 1)")
+PL0=$(field req_per_s "$(plain taskset -c 0)")
+
+# ---- the table: rows are workloads, columns servers, and fast/best the
+# ratio of mtlslb-fast to the best of haproxy, haproxy-tcp and stunnel
 printf '\nmtlslb bench: %s s per workload, server on CPU 0, loadgen + nginx on CPU 1, %s\n' "$DUR" \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-printf '%-44s' "workload"; for n in $NAMES; do printf '%14s' "$n"; done; printf '\n'
+printf '%-50s' "workload"; for n in $NAMES; do printf '%13s' "$n"; done; printf '%10s\n' "fast/best"
+# row LABEL KEY lo|hi (lower or higher is better)
 row() {
-    printf '%-44s' "$1"; for n in $NAMES; do printf '%14s' "${R[$n,$2]:--}"; done; printf '\n'
+    local n v best=
+    printf '%-50s' "$1"; for n in $NAMES; do printf '%13s' "${R[$n,$2]:--}"; done
+    for n in haproxy haproxy-tcp stunnel; do
+        v=${R[$n,$2]:--}; v=${v%%[!0-9.]*}
+        [ -n "$v" ] || continue
+        if [ -z "$best" ] || awk -v v="$v" -v b="$best" -v d="$3" \
+                'BEGIN { exit !(d == "lo" ? v < b : v > b) }'; then best=$v; fi
+    done
+    v=${R[mtlslb-fast,$2]:--}; v=${v%%[!0-9.]*}
+    if [ -n "$v" ] && [ -n "$best" ]; then
+        awk -v v="$v" -v b="$best" 'BEGIN { if (b > 0) printf "%10.2f\n", v / b; else printf "%10s\n", "-" }'
+    else
+        printf '%10s\n' -
+    fi
 }
-row "(a) CPU ms / 1,000 full mTLS handshakes" a
-row "(a) handshakes/s (16 clients)" ar
-row "(c) CPU us / keep-alive request (64 B)" c
-row "(c) requests/s (32 clients)" cr
-row "(d) CPU ms / 100 MB bulk" d
-row "(e) RSS idle, KB" rss
-row "(e) KB per idle mTLS connection" e
-printf '(b) resumed handshakes: not measured; with client certificates mtlslb does full\n    handshakes (wolfSSL 5.5 tickets lose the certificate, see README)\n'
+row "(a) CPU ms / 1,000 full mTLS handshakes" a lo
+row "(a) handshakes/s (16 clients)" ar hi
+row "(a) CPU ms / 1,000 full handshakes, RSA-2048" ra lo
+row "(b) CPU ms / 1,000 resumed handshakes" b lo
+row "(b) resumed handshakes/s (16 clients)" br hi
+row "(b) share resumed, %" bs hi
+row "(c) CPU us / keep-alive request (64 B)" c lo
+row "(c) requests/s (32 clients)" cr hi
+row "(d) CPU ms / 100 MB bulk" d lo
+row "(e) RSS idle, KB" rss lo
+row "(e) KB per idle mTLS connection" e lo
+row "(g) CPU us / keep-alive request, 1,000 idle open" g lo
+row "(g) requests/s, 1,000 idle open" gr hi
+printf 'fast/best: mtlslb-fast / the best of haproxy, haproxy-tcp, stunnel (CPU, memory: < 1 is better;\n'
+printf '    rates, share: > 1 is better).  (b): CPU over every handshake of a run where each client\n'
+printf '    resumes its previous session (TLS 1.3 tickets; its first handshake is full).  (g): 32\n'
+printf '    keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
+printf '    RSA-2048: server and client certificates and CA RSA-2048 (tests/pki.sh PKI_KEY=rsa2048).\n'
+[ -n "$ANYSAT" ] && printf '*   CPU 1 (loadgen + nginx) busy >= 95 %% of the run: the client side set the pace.\n'
+[ -n "$SHORT" ] && printf '!   fewer than 1,000 connections held during (g):%s\n' "$SHORT"
+grep -q -- ' -' <(for k in a ar ra b br bs c cr d rss e g gr; do for n in $NAMES; do
+    printf ' %s' "${R[$n,$k]:--}"; done; done) &&
+    printf -- '-   no figure: the server did not start or the workload failed (see stderr)\n'
+printf '\nCeilings, same machine:\n'
+while read -r lib k line; do
+    [ -n "$lib" ] || continue
+    printf '  in-memory mTLS handshakes (tests/hsloop.c), %-4s wolfSSL, %-8s: ' "$lib" \
+        "$([ "$k" = pki ] && echo P-256 || echo RSA-2048)"
+    if [[ $line == full=* ]]; then
+        printf 'server CPU %s us/full, %s us/resumed (%s of %s resumed)\n' "$(field server_us_full "$line")" \
+            "$(field server_us_resumed "$line")" "$(field resumed "$line")" "$(field of "$line")"
+    else
+        printf '%s\n' "$line"
+    fi
+done <<<"$HS"
+printf '  plain HTTP keep-alive straight to nginx (loadgen --plain, 32 clients, 64 B): %s req/s with\n' "${PL1:--}"
+printf '    loadgen on CPU 1 beside nginx, %s req/s with loadgen on CPU 0\n' "${PL0:--}"

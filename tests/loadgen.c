@@ -5,7 +5,7 @@
  * usage: loadgen --connect HOST:PORT [--sni NAME] [--cert F --key F] [--ca F]
  *                [--concurrency N] [--duration SECS] [--requests-per-conn N]
  *                [--resume] [--path /x] [--host HEADER] [--max-requests N]
- *                [--tls 1.2|1.3] [--hold N] [-v]
+ *                [--tls 1.2|1.3] [--hold N] [--plain] [-v]
  *
  * One process, no threads, one poll() loop, every socket non-blocking, one
  * WOLFSSL_CTX.  N "slots" each run connect -> handshake -> GET -> response
@@ -29,8 +29,12 @@
  * p*_ms        latency of 2xx requests, first byte sent to last byte read
  *              (histogram, 10 us buckets up to 10 s)
  * held         --hold connections still open when the duration ended
+ * --plain      plain HTTP over TCP, no TLS (a ceiling: straight to a
+ *              backend); handshakes then counts TCP connections made,
+ *              resumed stays 0 and the TLS options are not used.
  * Diagnostics go to stderr with -v only.  Exit 0 when it ran, 2 on bad
- * usage, 1 when not a single TLS connection could be made.
+ * usage, 1 when not a single TLS connection (--plain: TCP connection) could
+ * be made.
  *
  * Build: cc -std=c99 -O2 -Wall -Wextra -o loadgen tests/loadgen.c -lwolfssl
  */
@@ -75,6 +79,7 @@ static struct {
     double duration;
     long rpc;                   /* requests per connection, 0 = keep-alive */
     int resume;
+    int plain;                  /* --plain: no TLS */
     long long max_requests;
     long hold;
     int verbose;
@@ -559,9 +564,51 @@ static int want(struct slot *s, int err)
     return 0;
 }
 
+/* --plain: the socket calls, with wolfSSL's results: > 0 bytes, else <= 0
+ * and io_error() says why (WANT_READ/WANT_WRITE, ZERO_RETURN on EOF). */
+static int plain_err;
+
+static int io_write(struct slot *s, const void *buf, int len)
+{
+    ssize_t r;
+    if (!opt.plain)
+        return wolfSSL_write(s->ssl, buf, len);
+    r = send(s->fd, buf, (size_t)len, MSG_NOSIGNAL);
+    if (r > 0)
+        return (int)r;
+    plain_err = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                ? WOLFSSL_ERROR_WANT_WRITE : SOCKET_ERROR_E;
+    return -1;
+}
+
+static int io_read(struct slot *s, void *buf, int len)
+{
+    ssize_t r;
+    if (!opt.plain)
+        return wolfSSL_read(s->ssl, buf, len);
+    r = recv(s->fd, buf, (size_t)len, 0);
+    if (r > 0)
+        return (int)r;
+    if (r == 0)
+        plain_err = WOLFSSL_ERROR_ZERO_RETURN;
+    else
+        plain_err = errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
+                    ? WOLFSSL_ERROR_WANT_READ : SOCKET_ERROR_E;
+    return (int)r;
+}
+
+static int io_error(struct slot *s, int r)
+{
+    return opt.plain ? plain_err : wolfSSL_get_error(s->ssl, r);
+}
+
 /* The TCP connection is up: make its WOLFSSL.  0 ok, -1 failed (counted). */
 static int ssl_attach(struct slot *s)
 {
+    if (opt.plain) {
+        s->st = S_HANDSHAKE;        /* nothing to do there */
+        return 0;
+    }
     s->ssl = wolfSSL_new(ctx);
     if (!s->ssl) {
         slot_fail(s, "wolfSSL_new failed", 0);
@@ -607,7 +654,7 @@ static void step(struct slot *s, short revents)
         }
 
         case S_HANDSHAKE: {
-            int r = wolfSSL_connect(s->ssl);
+            int r = opt.plain ? WOLFSSL_SUCCESS : wolfSSL_connect(s->ssl);
             if (r != WOLFSSL_SUCCESS) {
                 int err = wolfSSL_get_error(s->ssl, r);
                 if (!want(s, err))
@@ -615,11 +662,13 @@ static void step(struct slot *s, short revents)
                 return;
             }
             g.handshakes++;
-            if (wolfSSL_session_reused(s->ssl)) {
+            if (!opt.plain && wolfSSL_session_reused(s->ssl)) {
                 g.resumed++;
                 s->resumed = 1;
             }
             s->handshaked = 1;
+            if (opt.plain)
+                s->confirmed = 1;   /* no handshake a server could refuse */
             s->deadline = 0;
             if (s->hold) {
                 s->st = S_HELD;
@@ -643,15 +692,14 @@ static void step(struct slot *s, short revents)
             return;
 
         case S_SEND: {
-            int r = wolfSSL_write(s->ssl, s->req + s->req_off,
-                                  (int)(s->req_len - s->req_off));
+            int r = io_write(s, s->req + s->req_off, (int)(s->req_len - s->req_off));
             if (r > 0) {
                 s->req_off += (size_t)r;
                 if (s->req_off >= s->req_len)
                     s->st = S_RECV;
                 break;
             }
-            r = wolfSSL_get_error(s->ssl, r);
+            r = io_error(s, r);
             if (!want(s, r))
                 slot_fail(s, "write failed", r);
             return;
@@ -659,7 +707,7 @@ static void step(struct slot *s, short revents)
 
         case S_RECV: {
             /* Read until WANT_READ: that also drains wolfSSL_pending(). */
-            int r = wolfSSL_read(s->ssl, rbuf, (int)sizeof rbuf);
+            int r = io_read(s, rbuf, (int)sizeof rbuf);
             if (r > 0) {
                 int pr;
                 g.bytes += (unsigned long long)r;
@@ -673,7 +721,7 @@ static void step(struct slot *s, short revents)
                     response_done(s);
                 break;
             }
-            r = wolfSSL_get_error(s->ssl, r);
+            r = io_error(s, r);
             if (want(s, r))
                 return;
             if ((r == WOLFSSL_ERROR_ZERO_RETURN || r == SOCKET_PEER_CLOSED_E) &&
@@ -688,12 +736,12 @@ static void step(struct slot *s, short revents)
         }
 
         case S_HELD: {
-            int r = wolfSSL_read(s->ssl, rbuf, (int)sizeof rbuf);
+            int r = io_read(s, rbuf, (int)sizeof rbuf);
             if (r > 0) {
                 s->confirmed = 1;
                 break;              /* unexpected, ignored */
             }
-            r = wolfSSL_get_error(s->ssl, r);
+            r = io_error(s, r);
             if (!want(s, r))
                 slot_fail(s, "held connection lost", r);
             return;
@@ -738,7 +786,7 @@ static void usage(FILE *f)
           "               [--concurrency N (16)] [--duration SECS (5)]\n"
           "               [--requests-per-conn N (1; 0 = keep-alive)] [--resume]\n"
           "               [--path /x] [--host HEADER] [--max-requests N]\n"
-          "               [--tls 1.2|1.3] [--hold N] [-v]\n", f);
+          "               [--tls 1.2|1.3] [--hold N] [--plain] [-v]\n", f);
 }
 
 static void bad_usage(const char *fmt, const char *arg)
@@ -805,11 +853,14 @@ static void parse_args(int argc, char **argv)
                 bad_usage("unknown option %s", a);
             strcpy(name, a);
         }
-        flag = strcmp(name, "--resume") == 0;
+        flag = strcmp(name, "--resume") == 0 || strcmp(name, "--plain") == 0;
         if (flag) {
             if (val)
                 bad_usage("%s takes no value", name);
-            opt.resume = 1;
+            if (strcmp(name, "--plain") == 0)
+                opt.plain = 1;
+            else
+                opt.resume = 1;
             continue;
         }
         if (!is_value_option(name))
@@ -850,6 +901,8 @@ static void parse_args(int argc, char **argv)
         bad_usage("%s", "--cert and --key go together");
     if (opt.tls && strcmp(opt.tls, "1.2") != 0 && strcmp(opt.tls, "1.3") != 0)
         bad_usage("--tls must be 1.2 or 1.3, not %s", opt.tls);
+    if (opt.plain)
+        opt.resume = 0;
     if (opt.hold && !opt.concurrency_given)
         opt.concurrency = 0;
     if (opt.concurrency == 0 && opt.hold == 0)

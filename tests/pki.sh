@@ -2,6 +2,9 @@
 # tests/pki.sh DIR -- build the mtlslb test PKI in DIR with the openssl CLI.
 #
 # ECDSA P-256 keys (SEC1 "EC PRIVATE KEY" PEM), SHA-256 signatures, all PEM.
+# PKI_KEY=rsa2048 in the environment makes every key RSA-2048 instead
+# (PKCS#8 PEM); the files and their contents are otherwise the same (used
+# by tests/bench.sh; the default is what test.sh relies on).
 # Quiet on success; exits non-zero on the first failure.  If DIR/.done exists
 # the PKI is already complete and nothing is done.
 #
@@ -44,9 +47,18 @@ ossl() {
     fi
 }
 
-# newkey NAME: a P-256 key in DIR/NAME.key
+case ${PKI_KEY:-ec} in
+ec|rsa2048) ;;
+*) echo "pki.sh: PKI_KEY must be ec or rsa2048, not $PKI_KEY" >&2; exit 64 ;;
+esac
+
+# newkey NAME: a P-256 (PKI_KEY=rsa2048: RSA-2048) key in DIR/NAME.key
 newkey() {
-    ossl ecparam -name prime256v1 -genkey -noout -out "$D/$1.key"
+    if [ "${PKI_KEY:-ec}" = rsa2048 ]; then
+        ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$D/$1.key"
+    else
+        ossl ecparam -name prime256v1 -genkey -noout -out "$D/$1.key"
+    fi
     # Throw-away test keys: world-readable so that mtlslb still reads them on
     # SIGHUP after dropping root with `user nobody`.
     chmod 644 "$D/$1.key"
