@@ -2180,6 +2180,32 @@ t_loadgen() {
     stop_backend "$bp"
 }
 
+# The fast build (make WOLFSSL_SRC=DIR, SPEC 10): wolfSSL built from Debian's
+# source with SP assembly, single-threaded, linked in.  A different library
+# build behaves differently (it found the shared cipher-suite list, see
+# tls_own_suites), so the TLS cases run again on it.  Skipped under SAN=1
+# (the plain run covers it) and where the source cannot be fetched.
+t_fast_build() {
+    local src out keep=$BIN
+    if [ "${MTLSLB_SAN:-0}" = 1 ]; then
+        pass "fast build (skipped under SAN=1: the plain run builds and tests it)"; return
+    fi
+    if ! src=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src"); then
+        fail "fast build" "no wolfSSL source: $src"; return
+    fi
+    out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" SAN=0 BIN="$W/mtlslb-fast" WOLFSSL_SRC="$src" 2>&1)
+    if [ ! -x "$W/mtlslb-fast" ] || grep -qi "warning\|error" <<<"$out" || ldd "$W/mtlslb-fast" | grep -q libwolfssl; then
+        fail "fast build" "$(head -5 <<<"$out")"; return
+    fi
+    pass "make WOLFSSL_SRC builds wolfSSL from source and links it in ($("$W/mtlslb-fast" -V))"
+    BIN=$W/mtlslb-fast
+    t_client_certs
+    t_tls_options
+    t_resumption
+    t_loadgen
+    BIN=$keep
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -2200,7 +2226,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption t_loadgen
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_reload t_crl_rotation t_user t_syslog t_build t_cross t_openwrt t_sanitizers"
+t_reload t_crl_rotation t_user t_syslog t_build t_cross t_openwrt t_fast_build t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
