@@ -3557,6 +3557,7 @@ struct side {
     unsigned shut_done : 1;         /* ... and told it so (close_notify/FIN) */
     unsigned rd_want_wr : 1;        /* TLS read needs the socket writable */
     unsigned wr_want_rd : 1;        /* TLS write needs the socket readable */
+    unsigned drained : 1;           /* the socket had no more to read: wait for poll() */
 };
 
 enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CONN_HTTP };
@@ -3819,9 +3820,19 @@ static const char *tls_err_text(int err, char *buf, size_t len)
 }
 
 /* >0 bytes read; 0 with *st set otherwise. */
+/*
+ * Read from a side.  A socket found empty (EAGAIN, or a short read of plain
+ * TCP: a stream socket hands over all it has) is not read again until poll()
+ * reports it, so a busy connection makes no read that can only fail; bytes
+ * wolfSSL has already decrypted (wolfSSL_pending) are always read.
+ */
 static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st, int *err)
 {
     s->rd_want_wr = 0;
+    if (s->drained && !(s->ssl && wolfSSL_pending(s->ssl) > 0)) {
+        *st = IO_AGAIN;
+        return 0;
+    }
     if (s->ssl) {
         int r = wolfSSL_read(s->ssl, p, (int)n);
         if (r > 0)
@@ -3829,6 +3840,7 @@ static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st
         *err = wolfSSL_get_error(s->ssl, r);
         switch (*err) {
         case WOLFSSL_ERROR_WANT_READ:
+            s->drained = 1;
             *st = IO_AGAIN;
             break;
         case WOLFSSL_ERROR_WANT_WRITE:
@@ -3846,13 +3858,16 @@ static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st
     }
     for (;;) {
         ssize_t r = read(s->pl.fd, p, n);
-        if (r > 0)
+        if (r > 0) {
+            s->drained = (size_t)r < n;
             return (size_t)r;
+        }
         if (r == 0) {
             *st = IO_EOF;
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->drained = 1;
             *st = IO_AGAIN;
         } else {
             *err = errno;
@@ -5168,6 +5183,7 @@ static void http_side_reset(struct side *s)
     s->pl.slot = -1;
     s->buf.off = s->buf.len = 0;
     s->wpending = 0;
+    s->drained = 0;
     s->eof = s->shut = s->shut_done = s->rd_want_wr = s->wr_want_rd = 0;
     memset(&s->body, 0, sizeof s->body);
     obuf_reset(&s->out);
@@ -5790,7 +5806,8 @@ static void conn_event(struct side *s, short revents)
 {
     struct conn *c = s->conn;
 
-    (void)revents;
+    if (revents)
+        s->drained = 0;
     if (c->dead)
         return;
     switch (c->st) {

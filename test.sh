@@ -1976,8 +1976,10 @@ t_crl_rotation() {
     fi
     # A session of the revoked client does not resume past the new CRL.
     c="$(ossl_get "$lp" 1_3 / -sess_in "$W/rot.s13" | head -2 | tr '\r\n' '  ')|$(ossl_get "$lp" 1_2 / -sess_in "$W/rot.s12" | head -2 | tr '\r\n' '  ')|$(ossl_get "$lp" 1_2 / -no_ticket -sess_in "$W/rot.sid" | head -2 | tr '\r\n' '  ')"
+    # A session id may already be gone from wolfSSL's small cache (then the
+    # full handshake is refused); one it still has is refused once resumed.
     if [[ $c != *200* ]] && [ -s "$W/rot.s13" ] && [ -s "$W/rot.s12" ] && [ -s "$W/rot.sid" ] &&
-       grep -q 'handshake failed .*reason="revoked" detail="resumed session"' "$LB_LOG"; then
+       [ "$(grep -c 'handshake failed .*reason="revoked"' "$LB_LOG")" -ge 3 ]; then
         pass "sessions (TLS 1.3, 1.2 tickets, 1.2 session id) of a client the new CRL revokes do not resume"
     else
         fail "revoked client resumes" "$c"
