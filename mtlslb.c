@@ -45,8 +45,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,6 +79,8 @@
  * ====================================================================== */
 
 static enum mtlslb_level log_level = MTLSLB_LOG_INFO;
+static unsigned worker_index;           /* `workers N`: this process's number, 0.. */
+static int bind_reuseport;              /* `workers N`: every worker binds every address */
 static int log_syslog;                  /* `log syslog`: daemon facility, ident mtlslb */
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
 
@@ -516,6 +520,17 @@ static int cfg_max_conns(struct cfg_parser *p, int argc, char **argv)
     (void)argc;
     if (cfg_uint(argv[1], 1, 1000000, &p->cfg->global.max_conns) < 0) {
         cfg_error(p, p->line, "max-conns takes a number from 1 to 1000000, not '%s'", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_workers(struct cfg_parser *p, int argc, char **argv)
+{
+    (void)argc;
+    if (cfg_uint(argv[1], 1, MTLSLB_MAX_WORKERS, &p->cfg->global.workers) < 0) {
+        cfg_error(p, p->line, "workers takes a number from 1 to %d, not '%s'", MTLSLB_MAX_WORKERS,
+                  argv[1]);
         return -1;
     }
     return 0;
@@ -1081,6 +1096,7 @@ static const struct cfg_directive cfg_table[] = {
     { "tls-min",         SEC_LISTENER, 1, 1,  cfg_tls_min },
     { "user",            SEC_GLOBAL,   1, 1,  cfg_user },
     { "verify",          SEC_LISTENER, 1, 1,  cfg_verify },
+    { "workers",         SEC_GLOBAL,   1, 1,  cfg_workers },
 };
 
 static int cfg_cmp(const void *key, const void *elem)
@@ -1322,6 +1338,7 @@ int mtlslb_config_parse_text(const char *name, const char *text, size_t len,
     p.cfg = c;
     c->global.log_level = MTLSLB_LOG_INFO;
     c->global.max_conns = 1024;
+    c->global.workers = 1;
     c->global.tmo_handshake = 10000;
     c->global.tmo_connect = 3000;
     c->global.tmo_idle = 60000;
@@ -2449,8 +2466,7 @@ static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl,
 #define TK_NOID 1                   /* flags: no identity carried (no room) */
 
 struct tk_key {
-    uint32_t id;                    /* 0: not set */
-    time_t born;
+    uint32_t id;                    /* its period (time / TK_ROTATE + 1); 0: not set */
     Aes aes;
 };
 
@@ -2464,13 +2480,79 @@ struct tk_cert {
 };
 
 static struct {
+    uint8_t secret[32];             /* made once, before workers start: shared */
+    int secret_set;
     struct tk_key key[2];           /* current, previous */
-    uint64_t counter;
+    uint64_t counter;               /* nonces; the top byte is the worker's number */
     struct tk_cert *certs;
     int ncerts;
     int head[TK_BUCKETS];
     uint64_t clock;
 } TK;
+
+/*
+ * With `workers N`, a ticket sealed by one worker may come back to another:
+ * each worker also copies the client certificates it learns into its own
+ * ring of a shared mapping (tk_shared, made before the workers start), and
+ * a worker that does not know a ticket's certificate looks there.  Only the
+ * owner writes a ring; a reader copies an entry out and takes it only if
+ * the copy's SHA-256 is the fingerprint it looked for, so an entry being
+ * rewritten meanwhile reads as absent, without locks.
+ */
+#define TK_SHARED_CERTS 64          /* per worker */
+#define TK_SHARED_DER 2048          /* larger certificates are not shared */
+
+struct tk_shared_cert {
+    uint8_t fp[TK_FP];
+    uint32_t len;
+    uint8_t der[TK_SHARED_DER];
+};
+
+struct tk_shared {
+    unsigned next[MTLSLB_MAX_WORKERS];
+    struct tk_shared_cert ring[MTLSLB_MAX_WORKERS][TK_SHARED_CERTS];
+};
+
+static volatile struct tk_shared *tk_shared;
+static unsigned tk_nworkers;
+
+static void tk_shared_put(const uint8_t *fp, const uint8_t *der, size_t len)
+{
+    volatile struct tk_shared_cert *e;
+    unsigned w = worker_index;
+
+    if (!tk_shared || len > TK_SHARED_DER)
+        return;
+    e = &tk_shared->ring[w][tk_shared->next[w]++ % TK_SHARED_CERTS];
+    e->len = 0;
+    memcpy((uint8_t *)e->fp, fp, TK_FP);
+    memcpy((uint8_t *)e->der, der, len);
+    e->len = (uint32_t)len;
+}
+
+static int tk_cert_put(const uint8_t *fp, const uint8_t *der, size_t len);
+static struct tk_cert *tk_cert_find(const uint8_t *fp);
+
+/* Another worker's copy of a certificate, now also ours; NULL if none. */
+static struct tk_cert *tk_shared_find(const uint8_t *fp)
+{
+    uint8_t der[TK_SHARED_DER], md[TK_FP];
+    unsigned w, i;
+
+    for (w = 0; tk_shared && w < tk_nworkers; w++)
+        for (i = 0; i < TK_SHARED_CERTS; i++) {
+            volatile struct tk_shared_cert *e = &tk_shared->ring[w][i];
+            uint32_t len = e->len;
+            if (w == worker_index || len == 0 || len > TK_SHARED_DER ||
+                memcmp((const uint8_t *)e->fp, fp, TK_FP) != 0)
+                continue;
+            memcpy(der, (const uint8_t *)e->der, len);
+            if (wc_Sha256Hash(der, len, md) == 0 && memcmp(md, fp, TK_FP) == 0 &&
+                tk_cert_put(fp, der, len) == 0)
+                return tk_cert_find(fp);
+        }
+    return NULL;
+}
 
 static int random_bytes(void *p, size_t n)
 {
@@ -2484,29 +2566,47 @@ static int random_bytes(void *p, size_t n)
     return k == (ssize_t)n ? 0 : -1;
 }
 
-/* Make a new current key when there is none or it is old; the old one opens
- * tickets for another TK_ROTATE seconds.  -1 if there is no usable key. */
+/* The key of one TK_ROTATE period: SHA-256 of the secret and the period, so
+ * every worker (they share the secret) has the same keys without talking. */
+static int tk_key_make(struct tk_key *k, uint32_t period)
+{
+    uint8_t in[36], key[32];
+    int rc;
+
+    memset(k, 0, sizeof *k);
+    memcpy(in, TK.secret, 32);
+    memcpy(in + 32, &period, 4);
+    rc = wc_Sha256Hash(in, sizeof in, key) != 0 || wc_AesInit(&k->aes, NULL, INVALID_DEVID) != 0 ||
+         wc_AesGcmSetKey(&k->aes, key, sizeof key) != 0 ? -1 : 0;
+    memset(in, 0, sizeof in);
+    memset(key, 0, sizeof key);
+    if (rc == 0)
+        k->id = period;
+    return rc;
+}
+
+/* The current period's key, and the previous one's (it still opens the
+ * tickets it sealed).  -1 if there is no usable key. */
 static int tk_key_ready(time_t now)
 {
-    uint8_t k[36];
-    struct tk_key n;
+    uint32_t period = (uint32_t)(now / TK_ROTATE) + 1;     /* never 0: 0 is "no key" */
+    int i;
 
-    if (TK.key[0].id && now - TK.key[0].born < TK_ROTATE)
-        return 0;
-    memset(&n, 0, sizeof n);
-    if (random_bytes(k, sizeof k) < 0 || wc_AesInit(&n.aes, NULL, INVALID_DEVID) != 0 ||
-        wc_AesGcmSetKey(&n.aes, k, 32) != 0) {
-        memset(k, 0, sizeof k);
-        return TK.key[0].id ? 0 : -1;       /* keep the old one a while longer */
+    if (!TK.secret_set) {
+        if (random_bytes(TK.secret, sizeof TK.secret) < 0)
+            return -1;
+        TK.secret_set = 1;
     }
-    memcpy(&n.id, k + 32, 4);
-    n.id |= 1;
-    n.born = now;
-    memset(k, 0, sizeof k);
-    if (TK.key[1].id)
-        wc_AesFree(&TK.key[1].aes);
-    TK.key[1] = TK.key[0];
-    TK.key[0] = n;
+    if (TK.key[0].id == period && TK.key[1].id == period - 1)
+        return 0;
+    for (i = 0; i < 2; i++) {
+        if (TK.key[i].id)
+            wc_AesFree(&TK.key[i].aes);
+        if (tk_key_make(&TK.key[i], period - (uint32_t)i) < 0) {
+            memset(&TK.key[i], 0, sizeof TK.key[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -2607,6 +2707,7 @@ static int tk_cert_put(const uint8_t *fp, const uint8_t *der, size_t len)
     e->used = ++TK.clock;
     e->next = TK.head[tk_bucket(fp)];
     TK.head[tk_bucket(fp)] = i;
+    tk_shared_put(fp, der, len);
     return 0;
 }
 
@@ -2672,7 +2773,7 @@ static int tk_seal(struct tls_listener *t, WOLFSSL *ssl, unsigned char *name, un
     int n = len;
     uint64_t ctr;
 
-    if (tk_key_ready(now) < 0)
+    if (tk_key_ready(now) < 0 || !TK.key[0].id)
         return WOLFSSL_TICKET_RET_FATAL;
     memset(name, 0, WOLFSSL_TICKET_NAME_SZ);
     memcpy(name, &TK.key[0].id, 4);
@@ -2683,7 +2784,7 @@ static int tk_seal(struct tls_listener *t, WOLFSSL *ssl, unsigned char *name, un
     } else {
         name[8] = TK_NOID;          /* opens only where no identity matters */
     }
-    ctr = ++TK.counter;
+    ctr = (uint64_t)worker_index << 56 | (++TK.counter & 0x00ffffffffffffffULL);
     memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
     memcpy(iv, &ctr, 8);
     memcpy(iv + 8, &issued, 4);
@@ -2740,6 +2841,8 @@ static int tk_open(struct tls_listener *t, WOLFSSL *ssl, const unsigned char *na
     memset(zero, 0, sizeof zero);
     if (memcmp(fp, zero, TK_FP) != 0) {
         e = tk_cert_find(fp);
+        if (!e)
+            e = tk_shared_find(fp);     /* sealed by another worker */
         if (!e || tk_cert_check(x, e, &why) < 0)
             return WOLFSSL_TICKET_RET_REJECT;   /* the full handshake says why */
     }
@@ -2995,6 +3098,7 @@ struct up_server {
     unsigned nidle;
     WOLFSSL_CTX *tls_ctx;           /* `server ... tls` */
     struct hc hc;
+    int slot;                       /* `workers`: its place in the shared figures; -1 none */
 };
 
 struct up_backend {
@@ -3601,6 +3705,7 @@ struct lst {
     struct lst_fd *fds;
     size_t nfds;
     uint64_t active, total, hs_fail[R_COUNT];
+    int slot;                       /* `workers`: its place in the shared figures; -1 none */
 };
 
 struct conn {
@@ -3650,8 +3755,11 @@ struct gen {
     struct gen *next;               /* retired generations still in use */
 };
 
+struct shm;
+
 struct mtlslb {
     struct gen *gen;                /* the running configuration */
+    volatile struct shm *shm;       /* `workers N`: the figures all workers share */
     struct gen *retired;
     const char *file;               /* the configuration file, for reloads */
     struct loop *loop;
@@ -6016,32 +6124,237 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
  * the same loop, meant for loopback.
  * ====================================================================== */
 
+/*
+ * ---- figures shared by workers (`workers N`) ----
+ *
+ * One anonymous shared mapping, made before the workers start.  Names (a
+ * listener's, "backend/server@address") get their places from the first
+ * process, which alone writes them (at start and before it passes SIGHUP
+ * on), so workers only look them up.  Each worker writes its own column
+ * after every round of its loop; a reader sums the columns.  Worker 0 alone
+ * runs the health checks and writes the server states; the others take
+ * them.  Readers may see a figure a round old, never a torn one on 64-bit
+ * machines (on 32-bit ones a counter read mid-write is off for one read).
+ */
+#define SHM_LSTS 64
+#define SHM_SRVS 512
+#define SHM_NAME 160
+
+struct shm_lst {
+    uint64_t active, total, hs_fail[R_COUNT];
+};
+
+struct shm_srv {
+    uint64_t active, total, fails, bytes_in, bytes_out;
+};
+
+struct shm_health {
+    int valid, up;
+    char last[120];
+    time_t last_time;
+    unsigned last_ms;
+};
+
+struct shm {
+    unsigned nworkers;
+    unsigned nlsts, nsrvs;
+    pid_t pid[MTLSLB_MAX_WORKERS];
+    uint64_t active[MTLSLB_MAX_WORKERS], conns[MTLSLB_MAX_WORKERS];
+    char lst_name[SHM_LSTS][SHM_NAME];
+    char srv_name[SHM_SRVS][SHM_NAME];
+    struct shm_lst lst[SHM_LSTS][MTLSLB_MAX_WORKERS];
+    struct shm_srv srv[SHM_SRVS][MTLSLB_MAX_WORKERS];
+    struct shm_health health[SHM_SRVS];
+};
+
+static void shm_srv_key(char *out, const char *be, const struct mtlslb_server *s)
+{
+    snprintf(out, SHM_NAME, "%s/%s@%s", be, s->name, s->addr_text);
+}
+
+static int shm_find(volatile char (*names)[SHM_NAME], unsigned n, const char *key)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++)
+        if (strncmp((const char *)names[i], key, SHM_NAME) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The first process: give every name of a configuration a place. */
+static void shm_assign(volatile struct shm *m, const struct mtlslb_config *cfg)
+{
+    char key[SHM_NAME];
+    size_t i, j;
+
+    for (i = 0; i < cfg->nlisteners; i++) {
+        snprintf(key, sizeof key, "%s", cfg->listeners[i].name);
+        if (shm_find(m->lst_name, m->nlsts, key) < 0 && m->nlsts < SHM_LSTS)
+            memcpy((char *)m->lst_name[m->nlsts++], key, sizeof key);
+    }
+    for (i = 0; i < cfg->nbackends; i++)
+        for (j = 0; j < cfg->backends[i].nservers; j++) {
+            shm_srv_key(key, cfg->backends[i].name, &cfg->backends[i].servers[j]);
+            if (shm_find(m->srv_name, m->nsrvs, key) < 0 && m->nsrvs < SHM_SRVS)
+                memcpy((char *)m->srv_name[m->nsrvs++], key, sizeof key);
+        }
+}
+
+/* A worker: find the places of a generation's listeners and servers. */
+static void shm_bind(struct mtlslb *S, struct gen *g)
+{
+    char key[SHM_NAME];
+    size_t i, j;
+
+    for (i = 0; i < g->nls; i++)
+        g->ls[i].slot = S->shm ? shm_find(S->shm->lst_name, S->shm->nlsts, g->ls[i].cfg->name) : -1;
+    for (i = 0; i < g->nups; i++)
+        for (j = 0; j < g->ups[i].n; j++) {
+            struct up_server *s = &g->ups[i].srv[j];
+            shm_srv_key(key, s->be->name, s->cfg);
+            s->slot = S->shm ? shm_find(S->shm->srv_name, S->shm->nsrvs, key) : -1;
+        }
+}
+
+/* After every round of the loop: this worker's figures out; the checker's
+ * server states in (or, in worker 0, out). */
+static void shm_publish(struct mtlslb *S)
+{
+    volatile struct shm *m = S->shm;
+    unsigned w = worker_index;
+    uint64_t conns = 0;
+    size_t i, j, k;
+
+    for (i = 0; i < S->gen->nls; i++) {
+        const struct lst *l = &S->gen->ls[i];
+        conns += l->total;
+        if (l->slot < 0)
+            continue;
+        m->lst[l->slot][w].active = l->active;
+        m->lst[l->slot][w].total = l->total;
+        for (k = 0; k < R_COUNT; k++)
+            m->lst[l->slot][w].hs_fail[k] = l->hs_fail[k];
+    }
+    m->active[w] = S->active;
+    m->conns[w] = conns;
+    for (i = 0; i < S->gen->nups; i++)
+        for (j = 0; j < S->gen->ups[i].n; j++) {
+            struct up_server *s = &S->gen->ups[i].srv[j];
+            volatile struct shm_health *h;
+            if (s->slot < 0)
+                continue;
+            m->srv[s->slot][w].active = s->active;
+            m->srv[s->slot][w].total = s->total;
+            m->srv[s->slot][w].fails = s->fails;
+            m->srv[s->slot][w].bytes_in = s->bytes_in;
+            m->srv[s->slot][w].bytes_out = s->bytes_out;
+            if (s->be->check == MTLSLB_CHECK_NONE)
+                continue;
+            h = &m->health[s->slot];
+            if (w == 0) {
+                h->up = s->up;
+                memcpy((char *)h->last, s->hc.last, sizeof h->last);
+                h->last_time = s->hc.last_time;
+                h->last_ms = s->hc.last_ms;
+                h->valid = 1;
+            } else if (h->valid) {
+                s->up = h->up;
+                memcpy(s->hc.last, (const char *)h->last, sizeof s->hc.last);
+                s->hc.last[sizeof s->hc.last - 1] = 0;
+                s->hc.last_time = h->last_time;
+                s->hc.last_ms = h->last_ms;
+            }
+        }
+}
+
+/* A listener's figures: its own, or with workers the sum of theirs. */
+static void stats_lst(struct mtlslb *S, const struct lst *l, struct shm_lst *f)
+{
+    unsigned w, k;
+
+    f->active = l->active;
+    f->total = l->total;
+    memcpy(f->hs_fail, l->hs_fail, sizeof f->hs_fail);
+    if (!S->shm || l->slot < 0)
+        return;
+    memset(f, 0, sizeof *f);
+    for (w = 0; w < S->shm->nworkers; w++) {
+        volatile struct shm_lst *x = &S->shm->lst[l->slot][w];
+        f->active += x->active;
+        f->total += x->total;
+        for (k = 0; k < R_COUNT; k++)
+            f->hs_fail[k] += x->hs_fail[k];
+    }
+}
+
+static void stats_srv(struct mtlslb *S, const struct up_server *s, struct shm_srv *f)
+{
+    unsigned w;
+
+    f->active = s->active;
+    f->total = s->total;
+    f->fails = s->fails;
+    f->bytes_in = s->bytes_in;
+    f->bytes_out = s->bytes_out;
+    if (!S->shm || s->slot < 0)
+        return;
+    memset(f, 0, sizeof *f);
+    for (w = 0; w < S->shm->nworkers; w++) {
+        volatile struct shm_srv *x = &S->shm->srv[s->slot][w];
+        f->active += x->active;
+        f->total += x->total;
+        f->fails += x->fails;
+        f->bytes_in += x->bytes_in;
+        f->bytes_out += x->bytes_out;
+    }
+}
+
+static unsigned stats_active(struct mtlslb *S)
+{
+    uint64_t n = 0;
+    unsigned w;
+
+    if (!S->shm)
+        return S->active;
+    for (w = 0; w < S->shm->nworkers; w++)
+        n += S->shm->active[w];
+    return (unsigned)n;
+}
+
 static void stats_log(struct mtlslb *S)
 {
     size_t i, j;
     char fails[512], when[32];
 
+    if (S->shm)
+        shm_publish(S);
     for (i = 0; i < S->gen->nls; i++) {
         struct lst *l = &S->gen->ls[i];
+        struct shm_lst f;
         size_t off = 0;
+        stats_lst(S, l, &f);
         fails[0] = 0;
         for (j = 0; j < R_COUNT; j++)
-            if (l->hs_fail[j] && off < sizeof fails)
+            if (f.hs_fail[j] && off < sizeof fails)
                 off += (size_t)snprintf(fails + off, sizeof fails - off, " \"%s\"=%llu",
-                                        tls_reason_names[j], (unsigned long long)l->hs_fail[j]);
+                                        tls_reason_names[j], (unsigned long long)f.hs_fail[j]);
         log_msg(MTLSLB_LOG_INFO, "stats listener=%s active=%llu total=%llu handshake_failures:%s",
-                l->cfg->name, (unsigned long long)l->active, (unsigned long long)l->total,
+                l->cfg->name, (unsigned long long)f.active, (unsigned long long)f.total,
                 fails[0] ? fails : " none");
     }
     for (i = 0; i < S->gen->nups; i++)
         for (j = 0; j < S->gen->ups[i].n; j++) {
             struct up_server *s = &S->gen->ups[i].srv[j];
+            struct shm_srv f;
+            stats_srv(S, s, &f);
             fmt_iso(s->hc.last_time, when, sizeof when);
-            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%u total=%llu "
+            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%llu total=%llu "
                     "connect_failures=%llu bytes_in=%llu bytes_out=%llu check=\"%s\" "
                     "check_time=%s", s->be->name, s->cfg->name, s->up ? "up" : "down",
-                    s->active, (unsigned long long)s->total, (unsigned long long)s->fails,
-                    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+                    (unsigned long long)f.active, (unsigned long long)f.total,
+                    (unsigned long long)f.fails,
+                    (unsigned long long)f.bytes_in, (unsigned long long)f.bytes_out,
                     s->be->check == MTLSLB_CHECK_NONE ? "none" :
                     s->hc.last_time ? s->hc.last : "pending", when);
         }
@@ -6104,20 +6417,33 @@ static int json_fmt(struct obuf *o, const char *fmt, ...)
 static int stats_json(struct mtlslb *S, struct obuf *o)
 {
     size_t i, j;
-    int rc = json_fmt(o, "{\"version\":\"%s\",\"wolfssl\":\"%s\",\"pid\":%ld,\"uptime_s\":%llu,"
-                      "\"active\":%u,\"listeners\":[", MTLSLB_VERSION, wolfSSL_lib_version(),
-                      (long)getpid(), (unsigned long long)((S->now - S->started) / 1000),
-                      S->active);
+    int rc;
 
+    if (S->shm)
+        shm_publish(S);
+    rc = json_fmt(o, "{\"version\":\"%s\",\"wolfssl\":\"%s\",\"pid\":%ld,\"uptime_s\":%llu,"
+                  "\"active\":%u,", MTLSLB_VERSION, wolfSSL_lib_version(), (long)getpid(),
+                  (unsigned long long)((S->now - S->started) / 1000), stats_active(S));
+    if (S->shm) {               /* each worker's share: pid, open, connections so far */
+        rc |= obuf_str(o, "\"workers\":[");
+        for (i = 0; i < S->shm->nworkers; i++)
+            rc |= json_fmt(o, "%s{\"pid\":%ld,\"active\":%llu,\"connections\":%llu}", i ? "," : "",
+                           (long)S->shm->pid[i], (unsigned long long)S->shm->active[i],
+                           (unsigned long long)S->shm->conns[i]);
+        rc |= obuf_str(o, "],");
+    }
+    rc |= obuf_str(o, "\"listeners\":[");
     for (i = 0; i < S->gen->nls; i++) {
         const struct lst *l = &S->gen->ls[i];
+        struct shm_lst f;
+        stats_lst(S, l, &f);
         rc |= obuf_str(o, i ? ",{\"name\":" : "{\"name\":") | json_str(o, l->cfg->name);
         rc |= json_fmt(o, ",\"mode\":\"%s\",\"active\":%llu,\"total\":%llu,\"handshake_failures\":{",
                        l->cfg->mode == MTLSLB_MODE_TCP ? "tcp" : "http",
-                       (unsigned long long)l->active, (unsigned long long)l->total);
+                       (unsigned long long)f.active, (unsigned long long)f.total);
         for (j = 0; j < R_COUNT; j++)
             rc |= obuf_str(o, j ? "," : "") | json_str(o, tls_reason_names[j]) |
-                  json_fmt(o, ":%llu", (unsigned long long)l->hs_fail[j]);
+                  json_fmt(o, ":%llu", (unsigned long long)f.hs_fail[j]);
         rc |= obuf_str(o, "}}");
     }
     rc |= obuf_str(o, "],\"backends\":[");
@@ -6127,16 +6453,19 @@ static int stats_json(struct mtlslb *S, struct obuf *o)
         rc |= json_fmt(o, ",\"up\":%u,\"servers\":[", up_count_up(b));
         for (j = 0; j < b->n; j++) {
             const struct up_server *s = &b->srv[j];
+            struct shm_srv f;
             char when[32];
+            stats_srv(S, s, &f);
             rc |= obuf_str(o, j ? ",{\"name\":" : "{\"name\":") | json_str(o, s->cfg->name);
             rc |= obuf_str(o, ",\"address\":") | json_str(o, s->cfg->addr_text);
             rc |= json_fmt(o, ",\"state\":\"%s\",\"backup\":%s,\"tls\":%s,\"weight\":%u,"
-                           "\"active\":%u,\"total\":%llu,\"connect_failures\":%llu,"
+                           "\"active\":%llu,\"total\":%llu,\"connect_failures\":%llu,"
                            "\"bytes_in\":%llu,\"bytes_out\":%llu,\"check\":",
                            s->up ? "up" : "down", s->cfg->backup ? "true" : "false",
-                           s->cfg->tls ? "true" : "false", s->cfg->weight, s->active,
-                           (unsigned long long)s->total, (unsigned long long)s->fails,
-                           (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
+                           s->cfg->tls ? "true" : "false", s->cfg->weight,
+                           (unsigned long long)f.active, (unsigned long long)f.total,
+                           (unsigned long long)f.fails, (unsigned long long)f.bytes_in,
+                           (unsigned long long)f.bytes_out);
             if (b->cfg->check == MTLSLB_CHECK_NONE) {
                 rc |= obuf_str(o, "null}");
                 continue;
@@ -6554,6 +6883,8 @@ static int loop_run(struct mtlslb *S)
             S->dead = c->next;
             conn_free(c);
         }
+        if (S->shm)
+            shm_publish(S);
     }
 }
 
@@ -6576,6 +6907,14 @@ static int main_bind(const struct mtlslb_bind *b)
     if (fd < 0)
         return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+    if (bind_reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+#endif
     if (b->addr.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (fd_nonblock(fd) < 0 || bind(fd, (const struct sockaddr *)&b->addr, b->addrlen) < 0 ||
@@ -6856,8 +7195,9 @@ static void gen_start(struct mtlslb *S, struct gen *g)
     log_to_syslog(g->cfg->global.log_syslog);
     for (i = 0; i < g->nls; i++)
         tls_crl_watch(&g->ls[i].tls, time(NULL));
-    for (i = 0; i < g->nups; i++)
-        hc_schedule(S->loop, S->now, &g->ups[i]);
+    shm_bind(S, g);
+    for (i = 0; i < g->nups && (!S->shm || worker_index == 0); i++)
+        hc_schedule(S->loop, S->now, &g->ups[i]);   /* workers: worker 0 checks for all */
 }
 
 static int main_stats_bind(const struct mtlslb_bind *sb, int *fd)
@@ -6987,6 +7327,213 @@ static int main_signals(struct loop *L, struct pollable *sp)
     return loop_add(L, sp, POLLIN);
 }
 
+/*
+ * ---- workers (`workers N`) ----
+ *
+ * With N > 1 the first process checks the configuration, makes the shared
+ * figures (shm_*) and the ticket secret, starts N workers and from then on
+ * only passes signals on: SIGHUP (after reading the configuration itself,
+ * for the names of the shared figures), SIGTERM and SIGINT to every worker,
+ * SIGUSR1 to worker 0, whose log line shows the sums.  A worker that dies is
+ * started again (after 1 s if it died within 1 s of starting).  Each worker
+ * is a whole mtlslb that binds every address itself with SO_REUSEPORT, so
+ * the kernel spreads connections over them.  Start-up fails (exit 1) if any
+ * worker cannot start.
+ */
+#define MASTER_NSIG 65
+static volatile sig_atomic_t master_sig[MASTER_NSIG];
+
+static void master_on_signal(int sig)
+{
+    if (sig > 0 && sig < MASTER_NSIG)
+        master_sig[sig] = 1;
+}
+
+struct master {
+    pid_t pid[MTLSLB_MAX_WORKERS];
+    time_t born[MTLSLB_MAX_WORKERS];
+    unsigned n;
+    sigset_t oldmask;
+};
+
+/* Fork worker w.  In the child, returns 0 with worker_index set; in the
+ * parent, 1 (or -1 if fork failed). */
+static int master_fork(struct master *M, volatile struct shm *m, unsigned w)
+{
+    pid_t pid = fork();
+    struct sigaction sa;
+    int i;
+
+    if (pid < 0)
+        return -1;
+    if (pid > 0) {
+        M->pid[w] = pid;
+        M->born[w] = time(NULL);
+        m->pid[w] = pid;
+        return 1;
+    }
+    worker_index = w;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (i = 1; i < MASTER_NSIG; i++)
+        if (i != SIGKILL && i != SIGSTOP)
+            sigaction(i, &sa, NULL);
+    sigprocmask(SIG_SETMASK, &M->oldmask, NULL);
+    return 0;
+}
+
+static void master_tell(struct master *M, int sig, int only_first)
+{
+    unsigned w;
+
+    for (w = 0; w < M->n; w++)
+        if (M->pid[w] > 0 && (!only_first || w == 0))
+            kill(M->pid[w], sig);
+}
+
+static unsigned master_alive(const struct master *M)
+{
+    unsigned w, n = 0;
+
+    for (w = 0; w < M->n; w++)
+        n += M->pid[w] > 0;
+    return n;
+}
+
+/*
+ * Run as the first process.  Returns in a worker (*ready_fd: where to say
+ * "started"; 0) or, in the first process, when it is done (its exit
+ * status, > 0 means failure; the caller adds 1000 to tell the two apart).
+ */
+static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
+{
+    static const int sigs[] = { SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
+    struct master M;
+    volatile struct shm *m;
+    struct sigaction sa;
+    sigset_t block;
+    int pfd[2], stopping = 0;
+    unsigned w, ready = 0;
+    char b;
+    size_t i;
+
+#ifndef SO_REUSEPORT
+    log_msg(MTLSLB_LOG_ERROR, "workers: this system has no SO_REUSEPORT");
+    return 1001;
+#endif
+    memset(&M, 0, sizeof M);
+    M.n = (*gp)->cfg->global.workers;
+    m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    tk_shared = mmap(NULL, sizeof *tk_shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+    tk_nworkers = M.n;
+    if (m == MAP_FAILED || tk_shared == MAP_FAILED || tk_key_ready(time(NULL)) < 0 ||
+        pipe(pfd) < 0) {
+        log_msg(MTLSLB_LOG_ERROR, "workers: cannot start: %s", strerror(errno));
+        return 1002;
+    }
+    m->nworkers = M.n;
+    shm_assign(m, (*gp)->cfg);
+    S->shm = m;
+    bind_reuseport = 1;
+    sigemptyset(&block);
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = master_on_signal;
+    for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        sigaddset(&block, sigs[i]);
+        sigaction(sigs[i], &sa, NULL);
+    }
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigprocmask(SIG_BLOCK, &block, &M.oldmask);
+    for (w = 0; w < M.n; w++) {
+        int r = master_fork(&M, m, w);
+        if (r == 0) {
+            close(pfd[0]);
+            *ready_fd = pfd[1];
+            return 0;
+        }
+        if (r < 0) {
+            log_msg(MTLSLB_LOG_ERROR, "workers: fork: %s", strerror(errno));
+            break;
+        }
+    }
+    close(pfd[1]);
+    /* Every worker writes one byte once it serves; EOF before N bytes: one
+     * could not start. */
+    while (ready < M.n) {
+        ssize_t k = read(pfd[0], &b, 1);
+        if (k == 1)
+            ready++;
+        else if (k == 0 || errno != EINTR)
+            break;
+    }
+    close(pfd[0]);
+    if (ready < M.n) {
+        log_msg(MTLSLB_LOG_ERROR, "workers: %u of %u started; stopping", ready, M.n);
+        master_tell(&M, SIGTERM, 0);
+        while (wait(NULL) > 0 || errno == EINTR)
+            ;
+        return 1001;
+    }
+    log_msg(MTLSLB_LOG_INFO, "mtlslb %s: %u workers started, pid %ld", MTLSLB_VERSION, M.n,
+            (long)getpid());
+    for (;;) {
+        pid_t pid;
+        int st;
+        sigsuspend(&M.oldmask);
+        if (master_sig[SIGTERM] || master_sig[SIGINT]) {
+            master_sig[SIGTERM] = master_sig[SIGINT] = 0;
+            if (!stopping)
+                master_tell(&M, SIGTERM, 0);
+            stopping = 1;
+        }
+        if (master_sig[SIGHUP]) {
+            struct gen *g;
+            master_sig[SIGHUP] = 0;
+            if (!stopping && (g = gen_build(S->file, main_reload_report, NULL)) != NULL) {
+                shm_assign(m, g->cfg);      /* before the workers look the names up */
+                gen_free(S->loop, *gp);
+                *gp = g;
+            }
+            if (!stopping)
+                master_tell(&M, SIGHUP, 0);
+        }
+        if (master_sig[SIGUSR1]) {
+            master_sig[SIGUSR1] = 0;
+            master_tell(&M, SIGUSR1, 1);
+        }
+        if (!master_sig[SIGCHLD])
+            continue;
+        master_sig[SIGCHLD] = 0;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+            for (w = 0; w < M.n; w++) {
+                if (M.pid[w] != pid)
+                    continue;
+                M.pid[w] = 0;
+                m->pid[w] = 0;
+                if (stopping)
+                    break;
+                log_msg(MTLSLB_LOG_ERROR, "worker %u (pid %ld) %s %d; starting it again", w,
+                        (long)pid, WIFSIGNALED(st) ? "killed by signal" : "exited with status",
+                        WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+                if (time(NULL) - M.born[w] < 1)
+                    sleep(1);               /* a worker that cannot run: not in a tight loop */
+                if (master_fork(&M, m, w) == 0) {
+                    *ready_fd = -1;
+                    return 0;
+                }
+                break;
+            }
+        if (stopping && master_alive(&M) == 0) {
+            log_msg(MTLSLB_LOG_INFO, "stopped (all workers)");
+            return 1000;
+        }
+    }
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mtlslb [-c FILE] [-t] [-V] [-h]\n"
@@ -6999,7 +7546,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *file = "/etc/mtlslb.conf";
-    int check = 0, i, rc = 2, stats_fd = -1;
+    int check = 0, i, rc = 2, stats_fd = -1, ready_fd = -1;
     struct mtlslb S;
     struct loop L;
     struct pollable sigp;
@@ -7047,6 +7594,16 @@ int main(int argc, char **argv)
         return 0;
     }
     log_level = g->cfg->global.log_level;
+    log_to_syslog(g->cfg->global.log_syslog);
+    if (g->cfg->global.workers > 1) {
+        rc = master_run(&S, &g, &ready_fd);
+        if (rc >= 1000) {           /* the first process, done */
+            gen_free(&L, g);
+            tk_free();
+            wolfSSL_Cleanup();
+            return rc - 1000;
+        }
+    }
     S.gen = g;
     S.now = S.started = now_ms();
     S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -7066,6 +7623,11 @@ int main(int argc, char **argv)
         timer_set(&L, &S.tick_tm, S.now + 10000);
         log_msg(MTLSLB_LOG_INFO, "mtlslb %s (wolfSSL %s) started, pid %ld", MTLSLB_VERSION,
                 wolfSSL_lib_version(), (long)getpid());
+        if (ready_fd >= 0) {        /* a worker: tell the first process */
+            (void)!write(ready_fd, "1", 1);
+            close(ready_fd);
+            ready_fd = -1;
+        }
         rc = loop_run(&S);
         if (rc == 0)
             log_msg(MTLSLB_LOG_INFO, "stopped");

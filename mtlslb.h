@@ -19,6 +19,7 @@
 /* Limits. */
 #define MTLSLB_MAX_TOKENS    32     /* tokens on one configuration line */
 #define MTLSLB_MAX_LINE      4096   /* bytes in one configuration line */
+#define MTLSLB_MAX_WORKERS   16     /* `workers` at most */
 #define MTLSLB_BUF_SIZE      16384  /* relay buffer per direction */
 #define MTLSLB_MAX_NAME      64     /* listener, backend and server names */
 #define MTLSLB_PROXY_MAX     536    /* largest PROXY header we ever write */
@@ -59,6 +60,7 @@ struct mtlslb_global {
     struct mtlslb_bind stats;       /* addrlen 0: no stats endpoint */
     char *user;                     /* drop to this user after start-up; NULL = stay */
     int log_syslog;                 /* log to syslog (daemon, "mtlslb") instead of stderr */
+    unsigned workers;               /* processes sharing the listening sockets (1..16) */
 };
 
 /* One `sni` line: a name (exact, or "*.rest" for one label) and its own
