@@ -7,12 +7,15 @@
 # RSA-2048 row), verify required, CA and CRL, round-robin over two backends.
 #
 # Servers: mtlslb with Debian's wolfSSL (mtlslb-deb) and with the fast static
-# one built from source (mtlslb-fast), haproxy in http mode and in tcp mode
-# (haproxy-tcp), stunnel.  Workloads: (a) full handshakes, (b) resumed
+# one built from source (mtlslb-fast), the latter again with `workers 2`
+# (fast-w2: every process on CPU 0, CPU and RSS summed over the first process
+# and its workers), haproxy in http mode and in tcp mode (haproxy-tcp),
+# stunnel.  Workloads: (a) full handshakes, (b) resumed
 # handshakes (TLS 1.3 tickets), (c) keep-alive requests, (d) bulk, (e) idle
 # connections' memory, (g) keep-alive requests beside 1,000 idle connections.
 # Below the table: in-memory handshake ceilings (tests/hsloop.c) and a plain
-# HTTP keep-alive ceiling straight to nginx (loadgen --plain).
+# HTTP keep-alive ceiling straight to nginx (loadgen --plain); then the size
+# of the two mtlslb binaries (stripped) and of the shared libraries they need.
 #
 # BENCH_SECONDS=N per workload (default 5; (g) assumes N <= 30, as the idle
 # connections must outlive it within the 60 s idle timeouts).  Peers are used
@@ -50,7 +53,9 @@ command -v nginx >/dev/null || { say "bench needs nginx for the backends"; exit 
 make -s BIN="$W/mtlslb-deb" SAN=0 >/dev/null || exit 1
 SRC=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src") && make -s BIN="$W/mtlslb-fast" SAN=0 WOLFSSL_SRC="$SRC" \
     >/dev/null 2>&1 || { say "no WOLFSSL_SRC build: $SRC"; SRC=; }
-FAST_PREFIX=$(ls -d "$ROOT"/build/wolfssl-*/prefix 2>/dev/null | head -1)
+# The library mtlslb-fast links (the Makefile's build/wolfssl-TRIPLET), else any.
+FAST_PREFIX=$ROOT/build/wolfssl-$(cc -dumpmachine 2>/dev/null || echo native)/prefix
+[ -f "$FAST_PREFIX/lib/libwolfssl.a" ] || FAST_PREFIX=$(ls -d "$ROOT"/build/wolfssl-*/prefix 2>/dev/null | head -1)
 if [ -n "$FAST_PREFIX" ]; then
     cc -O2 -I"$FAST_PREFIX/include" -o "$W/loadgen" tests/loadgen.c "$FAST_PREFIX/lib/libwolfssl.a" -lm &&
     cc -O2 -I"$FAST_PREFIX/include" -o "$W/hsloop-fast" tests/hsloop.c "$FAST_PREFIX/lib/libwolfssl.a" -lm
@@ -107,6 +112,7 @@ backend b
     server a 127.0.0.1:21081
     server b 127.0.0.1:21082
 EOF
+    sed 's/^global$/global\n    workers 2/' "$C/mtlslb.conf" >"$C/mtlslb-w2.conf"
     for mode in http tcp; do
         cat >"$C/haproxy-$mode.cfg" <<EOF
 global
@@ -153,17 +159,42 @@ start() {
     case $1 in
     mtlslb-deb) taskset -c 0 "$W/mtlslb-deb" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     mtlslb-fast) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
+    # the workers inherit the first process's CPU affinity (CPU 0)
+    fast-w2) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb-w2.conf" 2>"$W/srv.log" & ;;
     haproxy) taskset -c 0 haproxy -db -f "$C/haproxy-http.cfg" >"$W/srv.log" 2>&1 & ;;
     haproxy-tcp) taskset -c 0 haproxy -db -f "$C/haproxy-tcp.cfg" >"$W/srv.log" 2>&1 & ;;
     stunnel) taskset -c 0 stunnel "$C/stunnel.conf" >"$W/srv.log" 2>&1 & ;;
     esac
     SERVER=$!
-    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/21443) 2>/dev/null && return 0; sleep 0.1; done
+    # ready: every process that serves listens (fast-w2: both workers bound)
+    local want=1
+    [ "$1" = fast-w2 ] && want=2
+    for _ in $(seq 50); do
+        [ "$(ss -Hltn '( sport = :21443 )' 2>/dev/null | wc -l)" -ge "$want" ] &&
+            (exec 3<>/dev/tcp/127.0.0.1/21443) 2>/dev/null && return 0
+        sleep 0.1
+    done
     return 1
 }
 stop() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; SERVER=; sleep 0.3; }
-cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$SERVER/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
+# The server's processes: the one started and its children (fast-w2: the
+# first process and its workers; the others have none).
+procs() { echo "$SERVER" $(pgrep -P "$SERVER" | sort -n); }
+# Server CPU ms: utime + stime (fields 14, 15) summed over procs, plus the
+# first process's cutime + cstime (16, 17) so a worker that died and was
+# reaped still counts (lgrun marks such runs).  No children: as before.
+cpu_ms() {
+    local p t=0 f
+    for p in $(procs); do
+        f=15; [ "$p" = "$SERVER" ] && f=17
+        t=$(awk -v t="$t" -v f="$f" '{ for (i = 14; i <= f; i++) t += $i; print t }' "/proc/$p/stat" \
+            2>/dev/null || echo "$t")
+    done
+    awk -v t="$t" 'BEGIN { print t * 1000 / '"$(getconf CLK_TCK)"' }'
+}
+# RSS KB summed over procs (shared pages counted in each process)
+rss_kb() { local p; for p in $(procs); do cat "/proc/$p/status" 2>/dev/null; done |
+    awk '/^VmRSS/ { t += $2 } END { print t + 0 }'; }
 ng_ms() {
     local p t=0
     for p in $NGINX_W; do
@@ -187,10 +218,12 @@ field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 # (server CPU ms) and SAT ("*" when CPU 1 - this loadgen plus nginx - was busy
 # for >= 95 % of the run's wall time: the client side, not the server, set
 # the pace).  The loadgen's own CPU comes from `times` in its subshell.
+# The server's processes must be the same before and after (a worker
+# restarted in between: "^" after the figure, RESPAWN).
 OUT= DCPU=0 SAT=
 lgrun() {
-    local c0 c1 n0 n1 t0 t1 res
-    c0=$(cpu_ms); n0=$(ng_ms); t0=$EPOCHREALTIME
+    local c0 c1 n0 n1 t0 t1 res p0
+    p0=$(procs); c0=$(cpu_ms); n0=$(ng_ms); t0=$EPOCHREALTIME
     res=$(lg "$@"; times)
     t1=$EPOCHREALTIME; c1=$(cpu_ms); n1=$(ng_ms)
     OUT=$(grep -m1 '^requests=' <<<"$res")
@@ -199,9 +232,10 @@ lgrun() {
         function sec(x, a) { split(x, a, "m"); return a[1] * 60 + substr(a[2], 1, length(a[2]) - 1) }
         { busy = sec($1) + sec($2) + n / 1000; print (t1 > t0 && busy >= 0.95 * (t1 - t0)) ? "*" : "" }')
     [ -n "$SAT" ] && ANYSAT=1
+    [ "$(procs)" = "$p0" ] || { SAT="^$SAT"; RESPAWN="$RESPAWN $SERVER_NAME"; }
     [ -n "$OUT" ] || say "  loadgen $*: no result"
 }
-ANYSAT=
+ANYSAT= RESPAWN= SERVER_NAME=
 # per SCALE FMT N: DCPU * SCALE / N, or "-" when N is 0 or missing
 per() { awk -v c="$DCPU" -v s="$1" -v n="${3:-0}" 'BEGIN { if (n > 0) printf "'"$2"'", c * s / n; else print "-" }'; }
 rate() { local v; v=$(field "$1" "$OUT"); [ -n "$v" ] && [ "$v" != 0.0 ] && echo "$v$SAT" || echo -; }
@@ -210,7 +244,8 @@ rate() { local v; v=$(field "$1" "$OUT"); [ -n "$v" ] && [ "$v" != 0.0 ] && echo
 declare -A R
 SHORT=
 run() {
-    local name=$1 n rss0 rss1 i held c0 c1
+    local name=$1 n rss0 rss1 i held c0 c1 p0
+    SERVER_NAME=$name
     start "$name" "$W/ec" || { say "$name does not start: $(tail -2 "$W/srv.log")"; stop; return; }
     R[$name,rss]=$(rss_kb)
     # (a) full handshakes, one request each, 16 clients
@@ -234,13 +269,14 @@ run() {
     n=$(field requests "$OUT")
     R[$name,d]=$(per 100 %.0f "$(awk -v n="${n:-0}" 'BEGIN { print n * 16.78 }')")$SAT
     # (e) KB per idle established mTLS connection, 1,000 held
-    rss0=$(rss_kb)
+    p0=$(procs); rss0=$(rss_kb)
     lgx --hold 1000 --duration 4 >/dev/null &
     HOLD=$!
     sleep 3
     rss1=$(rss_kb)
     wait "$HOLD"; HOLD=
     R[$name,e]=$(( (rss1 - rss0) / 1000 ))
+    [ "$(procs)" = "$p0" ] || { R[$name,e]+="^"; RESPAWN="$RESPAWN $name"; }
     # (g) (c) again while 1,000 idle mTLS connections are open: a holder
     # loadgen keeps them until its --duration ends; wait until they are all
     # established and the server has finished their handshakes (its CPU
@@ -273,7 +309,7 @@ run() {
 }
 
 NAMES="mtlslb-deb"
-[ -n "$SRC" ] && NAMES="$NAMES mtlslb-fast"
+[ -n "$SRC" ] && NAMES="$NAMES mtlslb-fast fast-w2"
 command -v haproxy >/dev/null && NAMES="$NAMES haproxy haproxy-tcp"
 command -v stunnel >/dev/null && NAMES="$NAMES stunnel"
 for n in $NAMES; do say "bench: $n"; run "$n"; done
@@ -294,7 +330,8 @@ PL1=$(field req_per_s "$(plain taskset -c 1)")
 PL0=$(field req_per_s "$(plain taskset -c 0)")
 
 # ---- the table: rows are workloads, columns servers, and fast/best the
-# ratio of mtlslb-fast to the best of haproxy, haproxy-tcp and stunnel
+# ratio of mtlslb-fast to the best of haproxy, haproxy-tcp and stunnel (not
+# fast-w2, which is there to compare with mtlslb-fast: workers 2 vs 1)
 printf '\nmtlslb bench: %s s per workload, server on CPU 0, loadgen + nginx on CPU 1, %s\n' "$DUR" \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf '%-50s' "workload"; for n in $NAMES; do printf '%13s' "$n"; done; printf '%10s\n' "fast/best"
@@ -333,6 +370,11 @@ printf '    rates, share: > 1 is better).  (b): CPU over every handshake of a ru
 printf '    resumes its previous session (TLS 1.3 tickets; its first handshake is full).  (g): 32\n'
 printf '    keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
 printf '    RSA-2048: server and client certificates and CA RSA-2048 (tests/pki.sh PKI_KEY=rsa2048).\n'
+case " $NAMES " in *" fast-w2 "*)
+printf 'fast-w2: mtlslb-fast with `workers 2`, first process and both workers on CPU 0; CPU summed\n'
+printf '    over the three processes; (e) RSS summed too, so pages they share count two or three times.\n'
+esac
+[ -n "$RESPAWN" ] && printf '^   the server'"'"'s processes changed during the run (a worker restarted):%s\n' "$RESPAWN"
 [ -n "$ANYSAT" ] && printf '*   CPU 1 (loadgen + nginx) busy >= 95 %% of the run: the client side set the pace.\n'
 [ -n "$SHORT" ] && printf '!   fewer than 1,000 connections held during (g):%s\n' "$SHORT"
 grep -q -- ' -' <(for k in a ar ra b br bs c cr d rss e g gr; do for n in $NAMES; do
@@ -352,3 +394,16 @@ while read -r lib k line; do
 done <<<"$HS"
 printf '  plain HTTP keep-alive straight to nginx (loadgen --plain, 32 clients, 64 B): %s req/s with\n' "${PL1:--}"
 printf '    loadgen on CPU 1 beside nginx, %s req/s with loadgen on CPU 0\n' "${PL0:--}"
+
+# ---- size: the binaries stripped (a copy), the shared libraries each needs
+# (ldd, less the vDSO), and the libwolfssl.so mtlslb-deb links
+printf '\nSize:\n'
+for b in mtlslb-deb mtlslb-fast; do
+    [ -x "$W/$b" ] || continue
+    strip -o "$W/$b.stripped" "$W/$b" 2>/dev/null || continue
+    printf '  %-12s %9s bytes stripped; needs %s\n' "$b" "$(stat -c %s "$W/$b.stripped")" \
+        "$(ldd "$W/$b" 2>/dev/null | awk '$1 !~ /^linux-vdso/ { sub(".*/", "", $1); printf "%s%s", s, $1; s = " " }')"
+done
+LIBW=$(ldd "$W/mtlslb-deb" 2>/dev/null | awk '$1 ~ /^libwolfssl\.so/ { print $3; exit }')
+[ -n "$LIBW" ] && LIBW=$(readlink -f "$LIBW") && [ -f "$LIBW" ] &&
+    printf '  %-12s %9s bytes (%s, linked by mtlslb-deb)\n' "$(basename "$LIBW")" "$(stat -c %s "$LIBW")" "$LIBW"
