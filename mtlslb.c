@@ -262,6 +262,45 @@ static char *xstrdup(const char *s)
     return p;
 }
 
+struct buf {
+    uint8_t *data;                  /* MTLSLB_BUF_SIZE bytes while any wait in it */
+    size_t off, len;
+};
+
+/*
+ * A side holds a relay buffer only while bytes wait in it, so an idle
+ * connection costs no buffer; a few free ones are kept for the next reader,
+ * so keep-alive traffic does not go through malloc for each read.
+ */
+#define BUF_SPARES 16
+static uint8_t *buf_spare[BUF_SPARES];
+static int buf_nspare;
+
+static int buf_take(struct buf *b)
+{
+    if (b->data)
+        return 0;
+    b->data = buf_nspare ? buf_spare[--buf_nspare] : malloc(MTLSLB_BUF_SIZE);
+    b->off = b->len = 0;
+    return b->data ? 0 : -1;
+}
+
+static void buf_give(struct buf *b)
+{
+    if (b->data && buf_nspare < BUF_SPARES)
+        buf_spare[buf_nspare++] = b->data;
+    else
+        free(b->data);
+    b->data = NULL;
+    b->off = b->len = 0;
+}
+
+static void buf_spares_free(void)
+{
+    while (buf_nspare)
+        free(buf_spare[--buf_nspare]);
+}
+
 /* ======================================================================
  * config model & parser
  *
@@ -2002,6 +2041,75 @@ int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity 
     return 0;
 }
 
+/*
+ * ---- reading clients' records: one recv() for many ----
+ *
+ * wolfSSL asks the socket for a record's 5-byte header, then for its body:
+ * two recv() calls per record, and one more that finds the socket empty.
+ * A client's records are read ahead instead: one recv() of up to
+ * MTLSLB_BUF_SIZE bytes into a relay-sized buffer, held only while bytes
+ * wait in it, from which wolfSSL's requests are served (a request as large
+ * as the buffer goes straight to the socket).  A recv() that returns less
+ * than it asked for finds the socket empty: it is not read again until
+ * poll() reports it (drained, cleared by the connection on any event).
+ */
+struct tls_rd {
+    int fd;
+    struct buf ra;                  /* read ahead, not yet given to wolfSSL */
+    int drained;                    /* the socket had no more: wait for poll() */
+};
+
+static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
+{
+    struct tls_rd *rd = ctx;
+    ssize_t r;
+    size_t n;
+
+    (void)ssl;
+    if (sz <= 0)
+        return 0;
+    if (rd->ra.len == 0) {
+        uint8_t *to;
+        size_t cap;
+        if (rd->drained)
+            return WOLFSSL_CBIO_ERR_WANT_READ;
+        if ((size_t)sz >= MTLSLB_BUF_SIZE) {
+            to = (uint8_t *)out;
+            cap = (size_t)sz;
+        } else {
+            if (buf_take(&rd->ra) < 0)
+                return WOLFSSL_CBIO_ERR_GENERAL;
+            to = rd->ra.data;
+            cap = MTLSLB_BUF_SIZE;
+        }
+        do
+            r = recv(rd->fd, to, cap, 0);
+        while (r < 0 && errno == EINTR);
+        if (r <= 0) {
+            buf_give(&rd->ra);
+            if (r == 0)
+                return WOLFSSL_CBIO_ERR_CONN_CLOSE;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                rd->drained = 1;
+                return WOLFSSL_CBIO_ERR_WANT_READ;
+            }
+            return errno == ECONNRESET ? WOLFSSL_CBIO_ERR_CONN_RST : WOLFSSL_CBIO_ERR_GENERAL;
+        }
+        rd->drained = (size_t)r < cap;
+        if (to == (uint8_t *)out)
+            return (int)r;
+        rd->ra.off = 0;
+        rd->ra.len = (size_t)r;
+    }
+    n = rd->ra.len < (size_t)sz ? rd->ra.len : (size_t)sz;
+    memcpy(out, rd->ra.data + rd->ra.off, n);
+    rd->ra.off += n;
+    rd->ra.len -= n;
+    if (rd->ra.len == 0)
+        buf_give(&rd->ra);
+    return (int)n;
+}
+
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
 static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
                          unsigned char iv[WOLFSSL_TICKET_IV_SZ],
@@ -2183,6 +2291,7 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     if (t->verify != WOLFSSL_VERIFY_NONE && tls_load_crls(r, t, crls, ncrls) < 0)
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
+    wolfSSL_CTX_SetIORecv(t->ctx, tls_recv);   /* set per context: an SNI switch keeps it */
     wolfSSL_CTX_set_servername_arg(t->ctx, cb_arg);
     /*
      * wolfSSL 5.5's own tickets do not carry the client certificate (a
@@ -3590,44 +3699,6 @@ static void hc_schedule(struct loop *L, uint64_t now, struct up_backend *b)
  * both ways and is the only code that does.
  * ====================================================================== */
 
-struct buf {
-    uint8_t *data;                  /* MTLSLB_BUF_SIZE bytes while any wait in it */
-    size_t off, len;
-};
-
-/*
- * A side holds a relay buffer only while bytes wait in it, so an idle
- * connection costs no buffer; a few free ones are kept for the next reader,
- * so keep-alive traffic does not go through malloc for each read.
- */
-#define BUF_SPARES 16
-static uint8_t *buf_spare[BUF_SPARES];
-static int buf_nspare;
-
-static int buf_take(struct buf *b)
-{
-    if (b->data)
-        return 0;
-    b->data = buf_nspare ? buf_spare[--buf_nspare] : malloc(MTLSLB_BUF_SIZE);
-    b->off = b->len = 0;
-    return b->data ? 0 : -1;
-}
-
-static void buf_give(struct buf *b)
-{
-    if (b->data && buf_nspare < BUF_SPARES)
-        buf_spare[buf_nspare++] = b->data;
-    else
-        free(b->data);
-    b->data = NULL;
-    b->off = b->len = 0;
-}
-
-static void buf_spares_free(void)
-{
-    while (buf_nspare)
-        free(buf_spare[--buf_nspare]);
-}
 
 /* Bytes we generate for a side (rewritten heads, error answers); they go
  * out before anything relayed from the other side. */
@@ -3651,6 +3722,7 @@ struct body {
 struct side {
     struct pollable pl;
     WOLFSSL *ssl;                   /* NULL = plain TCP */
+    struct tls_rd rd;               /* client: read-ahead (tls_recv); all: drained */
     struct buf buf;                 /* read from this side, for the other */
     struct obuf out;                /* generated, for this side */
     struct body body;               /* framing of buf */
@@ -3661,7 +3733,6 @@ struct side {
     unsigned shut_done : 1;         /* ... and told it so (close_notify/FIN) */
     unsigned rd_want_wr : 1;        /* TLS read needs the socket writable */
     unsigned wr_want_rd : 1;        /* TLS write needs the socket readable */
-    unsigned drained : 1;           /* the socket had no more to read: wait for poll() */
 };
 
 enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CONN_HTTP };
@@ -3878,6 +3949,7 @@ static void conn_free(struct conn *c)
     gen_unref(c->S, c->gen);
     buf_give(&c->cli.buf);
     buf_give(&c->srv.buf);
+    buf_give(&c->cli.rd.ra);
     free(c->cli.out.p);
     free(c->srv.out.p);
     free(c->tx.req_head);
@@ -3937,7 +4009,7 @@ static const char *tls_err_text(int err, char *buf, size_t len)
 static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st, int *err)
 {
     s->rd_want_wr = 0;
-    if (s->drained && !(s->ssl && wolfSSL_pending(s->ssl) > 0)) {
+    if (s->rd.drained && s->rd.ra.len == 0 && !(s->ssl && wolfSSL_pending(s->ssl) > 0)) {
         *st = IO_AGAIN;
         return 0;
     }
@@ -3948,7 +4020,7 @@ static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st
         *err = wolfSSL_get_error(s->ssl, r);
         switch (*err) {
         case WOLFSSL_ERROR_WANT_READ:
-            s->drained = 1;
+            s->rd.drained = 1;
             *st = IO_AGAIN;
             break;
         case WOLFSSL_ERROR_WANT_WRITE:
@@ -3967,7 +4039,7 @@ static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st
     for (;;) {
         ssize_t r = read(s->pl.fd, p, n);
         if (r > 0) {
-            s->drained = (size_t)r < n;
+            s->rd.drained = (size_t)r < n;
             return (size_t)r;
         }
         if (r == 0) {
@@ -3975,7 +4047,7 @@ static size_t side_read(struct side *s, uint8_t *p, size_t n, enum io_status *st
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            s->drained = 1;
+            s->rd.drained = 1;
             *st = IO_AGAIN;
         } else {
             *err = errno;
@@ -5291,7 +5363,7 @@ static void http_side_reset(struct side *s)
     s->pl.slot = -1;
     s->buf.off = s->buf.len = 0;
     s->wpending = 0;
-    s->drained = 0;
+    s->rd.drained = 0;
     s->eof = s->shut = s->shut_done = s->rd_want_wr = s->wr_want_rd = 0;
     memset(&s->body, 0, sizeof s->body);
     obuf_reset(&s->out);
@@ -5915,7 +5987,7 @@ static void conn_event(struct side *s, short revents)
     struct conn *c = s->conn;
 
     if (revents)
-        s->drained = 0;
+        s->rd.drained = 0;
     if (c->dead)
         return;
     switch (c->st) {
@@ -5989,7 +6061,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->cli.conn = c->srv.conn = c;
     c->cli.pl.kind = c->srv.pl.kind = PK_SIDE;
     c->cli.pl.slot = c->srv.pl.slot = -1;
-    c->cli.pl.fd = fd;
+    c->cli.pl.fd = c->cli.rd.fd = fd;
     c->srv.pl.fd = S->next_fd;
     S->next_fd = -1;
     conn_spare_release(S);
@@ -6008,6 +6080,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
         errno = e;
         return NULL;
     }
+    wolfSSL_SetIOReadCtx(c->cli.ssl, &c->cli.rd);     /* tls_recv reads for it */
     c->caddr = *ss;
     addr_unmap(&c->caddr);
     addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);
@@ -7476,7 +7549,7 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
         master_tell(&M, SIGTERM, 0);
         while (wait(NULL) > 0 || errno == EINTR)
             ;
-        return 1001;
+        return 1002;                /* as a single process that cannot bind */
     }
     log_msg(MTLSLB_LOG_INFO, "mtlslb %s: %u workers started, pid %ld", MTLSLB_VERSION, M.n,
             (long)getpid());
