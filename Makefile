@@ -37,7 +37,10 @@ WOLFSSL_CONFIGURE := --enable-static --disable-shared --enable-singlethreaded \
 	--disable-examples --disable-crypttests --disable-benchmark
 # What Debian's --enable-distro build has and mtlslb relies on: SAN parsing,
 # per-SSL data, the peer certificate kept, v1 certificates with extensions.
-WOLFSSL_SRC_CFLAGS := -O2 -DWOLFSSL_ALT_NAMES -DHAVE_EX_DATA -DKEEP_PEER_CERT -DALLOW_V1_EXTENSIONS
+WOLFSSL_SRC_CFLAGS := -O2 -DWOLFSSL_ALT_NAMES -DHAVE_EX_DATA -DKEEP_PEER_CERT -DALLOW_V1_EXTENSIONS \
+	-ffunction-sections -fdata-sections
+# Only the wolfSSL functions mtlslb reaches are linked in.
+LDFLAGS += -Wl,--gc-sections
 ifneq ($(filter x86_64-%,$(WOLFSSL_TRIPLET)),)
 WOLFSSL_CONFIGURE += --enable-sp-asm --enable-aesni --enable-intelasm
 else ifneq ($(filter aarch64-%,$(WOLFSSL_TRIPLET)),)
@@ -83,9 +86,8 @@ WOLFSSL_STAMP := $(WOLFSSL_BUILD).options
 WOLFSSL_OPTIONS := $(WOLFSSL_CONFIGURE) CC=$(CC) CFLAGS=$(WOLFSSL_SRC_CFLAGS)
 .PHONY: wolfssl-options
 wolfssl-options:
-	@mkdir -p $(dir $(WOLFSSL_STAMP)); echo '$(WOLFSSL_OPTIONS)' | cmp -s - $(WOLFSSL_STAMP) || \
-		echo '$(WOLFSSL_OPTIONS)' >$(WOLFSSL_STAMP)
 $(WOLFSSL_STAMP): wolfssl-options
+	@mkdir -p $(dir $@); echo '$(WOLFSSL_OPTIONS)' | cmp -s - $@ || echo '$(WOLFSSL_OPTIONS)' >$@
 $(WOLFSSL_LIB): $(WOLFSSL_STAMP)
 	rm -rf $(WOLFSSL_BUILD) && mkdir -p $(WOLFSSL_BUILD)
 	cp -a $(WOLFSSL_SRC) $(WOLFSSL_BUILD)/src
