@@ -37,8 +37,9 @@ WOLFSSL_CONFIGURE := --enable-static --disable-shared --enable-singlethreaded \
 	--disable-examples --disable-crypttests --disable-benchmark
 # What Debian's --enable-distro build has and mtlslb relies on: SAN parsing,
 # per-SSL data, the peer certificate kept, v1 certificates with extensions.
+# getrandom() seeds its random generators: one system call, no descriptor.
 WOLFSSL_SRC_CFLAGS := -O2 -DWOLFSSL_ALT_NAMES -DHAVE_EX_DATA -DKEEP_PEER_CERT -DALLOW_V1_EXTENSIONS \
-	-ffunction-sections -fdata-sections
+	-DWOLFSSL_GETRANDOM -ffunction-sections -fdata-sections
 # Only the wolfSSL functions mtlslb reaches are linked in.
 LDFLAGS += -Wl,--gc-sections
 ifneq ($(filter x86_64-%,$(WOLFSSL_TRIPLET)),)

@@ -1619,6 +1619,7 @@ struct tls_resume {
     uint8_t fp[32];                 /* SHA-256 of der, zero without one */
     unsigned sni;                   /* the context it was made under: 0 default, i+1 sni[i] */
     unsigned ok : 1;                /* a ticket of ours was opened and accepted */
+    unsigned fetched : 1;           /* a full handshake: der/len/fp are its peer's */
 };
 
 
@@ -2292,6 +2293,9 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
     wolfSSL_CTX_SetIORecv(t->ctx, tls_recv);   /* set per context: an SNI switch keeps it */
+    /* A flight of handshake messages in one write, not one each (the
+     * server's TLS 1.3 flight was six sends). */
+    wolfSSL_CTX_set_group_messages(t->ctx);
     wolfSSL_CTX_set_servername_arg(t->ctx, cb_arg);
     /*
      * wolfSSL 5.5's own tickets do not carry the client certificate (a
@@ -2848,28 +2852,61 @@ static void tk_aad(uint8_t aad[40], const unsigned char *name, const unsigned ch
     aad[39] = (uint8_t)len;
 }
 
-/* The client certificate of this handshake: its SHA-256 into fp (zero if
- * none); it is remembered for resumption.  -1 if it cannot be carried. */
-static int tk_identity(WOLFSSL *ssl, const struct tls_resume *tr, uint8_t fp[TK_FP])
+/*
+ * The client certificate of a full handshake, taken from wolfSSL once per
+ * connection (each wolfSSL_get_peer_certificate decodes a fresh copy, and
+ * seeds a random generator for its key): its DER and SHA-256 stay in tr
+ * until the identity is decoded.  tr->len 0: none.  -1: it did not come
+ * out (or memory ran out).
+ */
+static int tls_peer_cert(WOLFSSL *ssl, struct tls_resume *tr)
 {
     WOLFSSL_X509 *x;
     const unsigned char *der;
     int len, rc = 0;
 
-    memset(fp, 0, TK_FP);
-    if (wolfSSL_session_reused(ssl) && tr && tr->ok) {
-        memcpy(fp, tr->fp, TK_FP);  /* renewed: the identity of the first handshake */
+    if (tr->fetched)
         return 0;
-    }
+    free(tr->der);                  /* a ticket opened, then not resumed: not this one */
+    memset(tr, 0, sizeof *tr);
+    tr->fetched = 1;
     x = wolfSSL_get_peer_certificate(ssl);
     if (!x)
         return 0;
     der = wolfSSL_X509_get_der(x, &len);
-    if (!der || len <= 0 || wc_Sha256Hash(der, (word32)len, fp) != 0 ||
-        tk_cert_put(fp, der, (size_t)len) < 0)
+    if (!der || len <= 0 || !(tr->der = malloc((size_t)len)) ||
+        wc_Sha256Hash(der, (word32)len, tr->fp) != 0) {
         rc = -1;
+    } else {
+        memcpy(tr->der, der, (size_t)len);
+        tr->len = (size_t)len;
+    }
     wolfSSL_X509_free(x);
+    if (rc < 0) {
+        free(tr->der);
+        tr->der = NULL;
+        tr->fetched = 0;
+    }
     return rc;
+}
+
+/* The client certificate of this handshake: its SHA-256 into fp (zero if
+ * none); it is remembered for resumption.  -1 if it cannot be carried. */
+static int tk_identity(WOLFSSL *ssl, struct tls_resume *tr, uint8_t fp[TK_FP])
+{
+    memset(fp, 0, TK_FP);
+    if (!tr)
+        return -1;
+    if (wolfSSL_session_reused(ssl) && tr->ok) {
+        memcpy(fp, tr->fp, TK_FP);  /* renewed: the identity of the first handshake */
+        return 0;
+    }
+    if (tls_peer_cert(ssl, tr) < 0)
+        return -1;
+    if (!tr->len)
+        return 0;
+    memcpy(fp, tr->fp, TK_FP);
+    return tr->der ? tk_cert_put(fp, tr->der, tr->len) : 0;    /* no DER: remembered already */
 }
 
 static int tk_seal(struct tls_listener *t, WOLFSSL *ssl, unsigned char *name, unsigned char *iv,
@@ -3707,6 +3744,23 @@ struct obuf {
     size_t len, off, cap;
 };
 
+static int obuf_add(struct obuf *o, const char *s, size_t n)
+{
+    if (o->len + n > o->cap) {
+        size_t cap = o->cap ? o->cap : 512;
+        char *p;
+        while (cap < o->len + n)
+            cap *= 2;
+        if (!(p = realloc(o->p, cap)))
+            return -1;
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    return 0;
+}
+
 /* The framing of what is read from a side: how much of its buffer may be
  * passed on.  tcp mode and upgraded connections are tunnels. */
 enum body_kind { BK_NONE, BK_LENGTH, BK_CHUNKED, BK_CLOSE, BK_TUNNEL };
@@ -4219,6 +4273,30 @@ static int relay_body_done(const struct side *s)
 
 static void http_bad_framing(struct conn *c, struct side *s);
 
+/*
+ * A generated head (to->out) takes the body bytes already read behind it,
+ * up to one record's worth: head and body leave in one write, one TLS
+ * record, instead of two.  Not while a TLS write waits to be retried with
+ * the same bytes.
+ */
+static void relay_coalesce(struct side *from, struct side *to)
+{
+    size_t have = to->out.len - to->out.off, n;
+    long allow;
+
+    if (to->wpending || have >= MTLSLB_BUF_SIZE || !from->buf.len)
+        return;
+    allow = relay_allow(from);
+    if (allow <= 0)
+        return;                     /* nothing of this message, or bad framing: later */
+    n = (size_t)allow < MTLSLB_BUF_SIZE - have ? (size_t)allow : MTLSLB_BUF_SIZE - have;
+    if (obuf_add(&to->out, (const char *)from->buf.data + from->buf.off, n) < 0)
+        return;
+    from->buf.off += n;
+    from->buf.len -= n;
+    relay_sent(from, n);
+}
+
 static int relay_step(struct conn *c, struct side *from, struct side *to)
 {
     struct buf *b = &from->buf;
@@ -4255,6 +4333,7 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
     if (to->pl.slot < 0)
         return moved;                   /* http: no server connection (yet) */
     if (to->out.len > to->out.off && !to->shut) {
+        relay_coalesce(from, to);
         n = side_write(to, (const uint8_t *)to->out.p + to->out.off, to->out.len - to->out.off,
                        &st, &err);
         if (n > 0) {
@@ -5123,23 +5202,6 @@ static int http_attach_pooled(struct conn *c, struct up_server *s)
  * (perhaps already buffered: pipelining) is taken.
  */
 
-static int obuf_add(struct obuf *o, const char *s, size_t n)
-{
-    if (o->len + n > o->cap) {
-        size_t cap = o->cap ? o->cap : 512;
-        char *p;
-        while (cap < o->len + n)
-            cap *= 2;
-        if (!(p = realloc(o->p, cap)))
-            return -1;
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-    return 0;
-}
-
 static int obuf_str(struct obuf *o, const char *s)
 {
     return obuf_add(o, s, strlen(s));
@@ -5762,15 +5824,12 @@ static void http_bad_framing(struct conn *c, struct side *s)
  * a session id's, checked again here).  *der NULL: none.  -1 with *why set
  * if a resumed session's certificate is no longer good.
  */
-static int conn_peer_der(struct conn *c, WOLFSSL_X509 **x, const uint8_t **der, size_t *len,
-                         enum tls_reason *why)
+static int conn_peer_der(struct conn *c, const uint8_t **der, size_t *len, enum tls_reason *why)
 {
     struct tls_listener *t = &c->ls->tls;
     WOLFSSL *ssl = c->cli.ssl;
     uint8_t fp[TK_FP], zero[TK_FP];
-    int dlen = 0;
 
-    *x = NULL;
     *der = NULL;
     *len = 0;
     memset(fp, 0, sizeof fp);
@@ -5795,18 +5854,15 @@ static int conn_peer_der(struct conn *c, WOLFSSL_X509 **x, const uint8_t **der, 
         *len = e->len;
         return 0;
     }
-    *x = wolfSSL_get_peer_certificate(ssl);
-    if (*x) {
-        *der = wolfSSL_X509_get_der(*x, &dlen);
-        if (!*der || dlen <= 0) {
-            *why = R_BAD_CERT;
-            return -1;
-        }
-        *len = (size_t)dlen;
-        if (wc_Sha256Hash(*der, (word32)dlen, fp) != 0 || tk_cert_put(fp, *der, *len) < 0)
-            memset(fp, 0, sizeof fp);
-        else if (wolfSSL_version(ssl) == TLS1_2_VERSION)
-            tk_sid_put(t, ssl, fp);
+    if (tls_peer_cert(ssl, &c->tr) < 0) {
+        *why = R_BAD_CERT;
+        return -1;
+    }
+    if (c->tr.len) {
+        *der = c->tr.der;
+        *len = c->tr.len;
+        if (tk_cert_put(c->tr.fp, *der, *len) == 0 && wolfSSL_version(ssl) == TLS1_2_VERSION)
+            tk_sid_put(t, ssl, c->tr.fp);
     } else if (wolfSSL_version(ssl) == TLS1_2_VERSION) {
         tk_sid_put(t, ssl, fp);     /* no certificate: resumes as none */
     }
@@ -5820,7 +5876,6 @@ static int conn_identity(struct conn *c, enum tls_reason *why)
 {
     WOLFSSL *ssl = c->cli.ssl;
     const char *sni = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
-    WOLFSSL_X509 *x;
     struct mtlslb_identity id;
     const uint8_t *der;
     size_t len;
@@ -5828,7 +5883,7 @@ static int conn_identity(struct conn *c, enum tls_reason *why)
 
     if (sni)
         str_clean(c->sni, sizeof c->sni, sni);
-    rc = conn_peer_der(c, &x, &der, &len, why);
+    rc = conn_peer_der(c, &der, &len, why);
     if (rc == 0 && der) {
         c->has_cert = 1;
         *why = R_BAD_CERT;
@@ -5841,8 +5896,6 @@ static int conn_identity(struct conn *c, enum tls_reason *why)
         *why = R_BAD_CERT;
         rc = http_client_headers(c, c->has_cert ? &id : NULL, der, len);
     }
-    if (x)
-        wolfSSL_X509_free(x);
     free(c->tr.der);                /* its identity is decoded: the copy goes */
     c->tr.der = NULL;
     return rc;
@@ -6024,10 +6077,14 @@ static void conn_event(struct side *s, short revents)
  */
 static void conn_spare_release(struct mtlslb *S)
 {
+#ifndef WOLFSSL_GETRANDOM           /* with it, wolfSSL seeds by getrandom(): no descriptor */
     if (S->spare_fd >= 0) {
         close(S->spare_fd);
         S->spare_fd = -1;
     }
+#else
+    (void)S;
+#endif
 }
 
 static void conn_out_of_fds(struct mtlslb *S, int err);
