@@ -468,6 +468,13 @@ static int cfg_crl(struct cfg_parser *p, struct mtlslb_file **crls, size_t *n, c
  * "HOST:PORT", "[V6]:PORT", "*:PORT".  passive: a local address to bind,
  * numeric only; otherwise a server, which may be a name resolved now.
  */
+static int cfg_numeric_only;
+
+void mtlslb_config_numeric(int on)
+{
+    cfg_numeric_only = on != 0;
+}
+
 static int cfg_addr(struct cfg_parser *p, const char *text, int passive,
                     struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -511,6 +518,8 @@ static int cfg_addr(struct cfg_parser *p, const char *text, int passive,
         }
     } else if (hl == 0) {
         goto bad;
+    } else if (cfg_numeric_only) {
+        hints.ai_flags |= AI_NUMERICHOST;
     }
     rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || !res) {

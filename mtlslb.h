@@ -167,6 +167,10 @@ int mtlslb_config_parse_text(const char *name, const char *text, size_t len,
                              mtlslb_report_fn *report, void *arg);
 void mtlslb_config_free(struct mtlslb_config *cfg);
 
+/* 1: server addresses must be numeric (no name lookup, so no DNS traffic
+ * and no waiting): for fuzzers.  0 (the default): names are resolved. */
+void mtlslb_config_numeric(int on);
+
 /* Parse a duration ("250ms", "10s", "2m", "1h", bare number = seconds) into
  * milliseconds.  Returns 0, or -1 if malformed or above one day. */
 int mtlslb_parse_duration(const char *s, unsigned *ms);

@@ -2344,6 +2344,9 @@ t_sanitizers() {
 
 # ------------------------------------------------------------------- main
 
+# Hostile clients, TLS scanners, memory flatness (issue 7).
+. "$ROOT/tests/hostile.sh"
+
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals t_log_level
@@ -2352,7 +2355,7 @@ t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors 
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
 t_reload t_crl_rotation t_user t_syslog t_workers t_workers_again t_build t_cross t_openwrt t_fast_build
-t_sanitizers"
+$HOSTILE_TESTS t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
     echo "no binary at $BIN: run make first"
