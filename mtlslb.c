@@ -29,6 +29,7 @@
 #include <wolfssl/openssl/rsa.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -841,6 +842,129 @@ static char *cfg_lower(const char *s)
 }
 
 /* route [host PATTERN] [path PREFIX] backend NAME */
+/* ---- allow FIELD PATTERN... (listeners and routes) ---- */
+
+static const char *const cfg_allow_fields[MTLSLB_ALLOW_FIELDS] = {
+    "cn", "ou", "o", "san-dns", "san-uri", "san-email", "fingerprint", "serial"
+};
+
+/* A fingerprint or serial pattern, as compared: colons dropped, hex only
+ * (a serial also without leading zeros).  NULL if it is not that. */
+static char *cfg_allow_hex(const char *s, int fingerprint)
+{
+    size_t n = 0, i;
+    char *o = malloc(strlen(s) + 2);
+
+    if (!o)
+        return NULL;
+    for (i = 0; s[i]; i++) {
+        if (s[i] == ':')
+            continue;
+        if (!isxdigit((unsigned char)s[i])) {
+            free(o);
+            return NULL;
+        }
+        o[n++] = (char)toupper((unsigned char)s[i]);
+    }
+    o[n] = 0;
+    if (fingerprint ? n != 64 : n == 0 || n > 128) {
+        free(o);
+        return NULL;
+    }
+    if (!fingerprint) {         /* as the DER's bytes: even length, no leading zero byte */
+        if (n % 2) {
+            memmove(o + 1, o, n + 1);
+            o[0] = '0';
+            n++;
+        }
+        for (i = 0; i + 2 < n && o[i] == '0' && o[i + 1] == '0'; i += 2)
+            ;
+        memmove(o, o + i, n - i + 1);
+    }
+    return o;
+}
+
+static void cfg_free_allows(struct mtlslb_allow *a, size_t n)
+{
+    size_t i, j;
+
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < a[i].npatterns; j++)
+            free(a[i].patterns[j]);
+        free(a[i].patterns);
+        free(a[i].text);
+    }
+    free(a);
+}
+
+/* One rule from argv[0] (the field) and argv[1..argc-1] (its patterns). */
+static int cfg_allow_add(struct cfg_parser *p, struct mtlslb_allow **v, size_t *n, int argc,
+                         char **argv)
+{
+    struct mtlslb_allow *a;
+    size_t len = 0;
+    int f, i;
+
+    for (f = 0; f < MTLSLB_ALLOW_FIELDS; f++)
+        if (strcmp(argv[0], cfg_allow_fields[f]) == 0)
+            break;
+    if (f == MTLSLB_ALLOW_FIELDS) {
+        cfg_error(p, p->line, "allow: unknown field '%s' (cn, ou, o, san-dns, san-uri, "
+                  "san-email, fingerprint, serial)", argv[0]);
+        return -1;
+    }
+    if (argc < 2) {
+        cfg_error(p, p->line, "allow %s: needs a pattern", argv[0]);
+        return -1;
+    }
+    if (!(a = cfg_push(v, n, sizeof *a)) || !(a->patterns = calloc((size_t)argc, sizeof *a->patterns))) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    a->field = (enum mtlslb_allow_field)f;
+    a->line = p->line;
+    for (i = 1; i < argc; i++) {
+        char *pat;
+        if (!argv[i][0]) {
+            cfg_error(p, p->line, "allow %s: an empty pattern", argv[0]);
+            return -1;
+        }
+        if (f == MTLSLB_ALLOW_FINGERPRINT || f == MTLSLB_ALLOW_SERIAL) {
+            pat = cfg_allow_hex(argv[i], f == MTLSLB_ALLOW_FINGERPRINT);
+            if (!pat) {
+                cfg_error(p, p->line, f == MTLSLB_ALLOW_FINGERPRINT ?
+                          "allow fingerprint: '%s' is not a SHA-256 in hex (64 digits, colons optional)" :
+                          "allow serial: '%s' is not a serial number in hex", argv[i]);
+                return -1;
+            }
+        } else if (!(pat = xstrdup(argv[i]))) {
+            cfg_error(p, p->line, "out of memory");
+            return -1;
+        }
+        a->patterns[a->npatterns++] = pat;
+    }
+    for (i = 0; i < argc; i++)
+        len += strlen(argv[i]) + 1;
+    if (!(a->text = malloc(len))) {
+        cfg_error(p, p->line, "out of memory");
+        return -1;
+    }
+    a->text[0] = 0;
+    for (i = 0; i < argc; i++) {
+        if (i)
+            strcat(a->text, " ");
+        strcat(a->text, argv[i]);
+    }
+    return 0;
+}
+
+static int cfg_allow_l(struct cfg_parser *p, int argc, char **argv)
+{
+    struct mtlslb_listener *l = cfg_lst(p);
+
+    return cfg_allow_add(p, &l->allows, &l->nallows, argc - 1, argv + 1);
+}
+
 static int cfg_route(struct cfg_parser *p, int argc, char **argv)
 {
     struct mtlslb_listener *l = cfg_lst(p);
@@ -855,8 +979,18 @@ static int cfg_route(struct cfg_parser *p, int argc, char **argv)
     for (a = 1; a < argc; a += 2) {
         char **field;
         if (strcmp(argv[a], "allow") == 0) {
-            cfg_error(p, p->line, "'route ... allow' is not supported yet");
-            return -1;
+            /* allow FIELD PATTERN... up to the next "allow": the rest of the line */
+            int b = a + 1, e;
+            if (b >= argc) {
+                cfg_error(p, p->line, "route: 'allow' needs a field and a pattern");
+                return -1;
+            }
+            for (e = b + 1; e < argc && strcmp(argv[e], "allow") != 0; e++)
+                ;
+            if (cfg_allow_add(p, &r->allows, &r->nallows, e - b, argv + b) < 0)
+                return -1;
+            a = e - 2;              /* the loop's += 2 lands on the next "allow" */
+            continue;
         }
         if (a + 1 >= argc) {
             cfg_error(p, p->line, "route: '%s' needs a value", argv[a]);
@@ -1097,14 +1231,6 @@ static int cfg_server(struct cfg_parser *p, int argc, char **argv)
     return 0;
 }
 
-/* Directives whose behaviour a later release brings: refused, never ignored. */
-static int cfg_later(struct cfg_parser *p, int argc, char **argv)
-{
-    (void)argc;
-    cfg_error(p, p->line, "'%s' is not supported yet", argv[0]);
-    return -1;
-}
-
 struct cfg_directive {
     const char *name;
     unsigned sections;
@@ -1114,7 +1240,7 @@ struct cfg_directive {
 
 /* Sorted by name: looked up with bsearch. */
 static const struct cfg_directive cfg_table[] = {
-    { "allow",           SEC_LISTENER, 0, 99, cfg_later },
+    { "allow",           SEC_LISTENER, 2, 64, cfg_allow_l },
     { "balance",         SEC_BACKEND,  1, 1,  cfg_balance },
     { "bind",            SEC_LISTENER, 1, 1,  cfg_bind },
     { "ca",              SEC_LISTENER, 1, 1,  cfg_ca },
@@ -1134,7 +1260,7 @@ static const struct cfg_directive cfg_table[] = {
     { "mode",            SEC_LISTENER, 1, 1,  cfg_mode },
     { "retries",         SEC_BACKEND,  1, 1,  cfg_retries },
     { "rise",            SEC_BACKEND,  1, 1,  cfg_rise_fall },
-    { "route",           SEC_LISTENER, 2, 9,  cfg_route },
+    { "route",           SEC_LISTENER, 2, 31, cfg_route },
     { "send-proxy",      SEC_LISTENER, 1, 1,  cfg_send_proxy },
     { "server",          SEC_BACKEND,  2, 16, cfg_server },
     { "sni",             SEC_LISTENER, 3, 9,  cfg_sni },
@@ -1288,10 +1414,6 @@ static void cfg_line(struct cfg_parser *p, char *line)
     if (!(d->sections & p->sec)) {
         cfg_error(p, p->line, "'%s' belongs in a %s section, not in %s", argv[0],
                   cfg_section_name(d->sections), cfg_section_name(p->sec));
-        return;
-    }
-    if (d->fn == cfg_later) {
-        cfg_later(p, argc, argv);
         return;
     }
     if (argc - 1 < d->min || argc - 1 > d->max) {
@@ -1512,8 +1634,10 @@ void mtlslb_config_free(struct mtlslb_config *c)
             free(l->routes[j].host);
             free(l->routes[j].path);
             free(l->routes[j].backend_name);
+            cfg_free_allows(l->routes[j].allows, l->routes[j].nallows);
         }
         free(l->routes);
+        cfg_free_allows(l->allows, l->nallows);
     }
     free(c->listeners);
     for (i = 0; i < c->nbackends; i++) {
@@ -1568,13 +1692,14 @@ void mtlslb_config_free(struct mtlslb_config *c)
 
 enum tls_reason {
     R_NO_CERT, R_UNKNOWN_CA, R_EXPIRED, R_NOT_YET_VALID, R_REVOKED, R_CRL_EXPIRED,
-    R_CRL_MISSING, R_BAD_CERT, R_SNI, R_SESSION, R_TIMEOUT, R_CLOSED, R_PROTOCOL, R_COUNT
+    R_CRL_MISSING, R_BAD_CERT, R_SNI, R_SESSION, R_TIMEOUT, R_CLOSED, R_PROTOCOL, R_DENIED, R_COUNT
 };
 
 static const char *const tls_reason_names[R_COUNT] = {
     "no certificate", "unknown CA", "expired", "not yet valid", "revoked",
     "CRL expired", "CRL missing", "bad certificate", "unknown SNI name",
-    "resumed session refused", "handshake timeout", "closed by client", "protocol error"
+    "resumed session refused", "handshake timeout", "closed by client", "protocol error",
+    "access denied"
 };
 
 struct tls_crl {
@@ -1629,7 +1754,23 @@ struct tls_resume {
     unsigned sni;                   /* the context it was made under: 0 default, i+1 sni[i] */
     unsigned ok : 1;                /* a ticket of ours was opened and accepted */
     unsigned fetched : 1;           /* a full handshake: der/len/fp are its peer's */
+    /* not about resumption, but per handshake too: */
+    const struct mtlslb_listener *lst;
+    unsigned denied : 1;            /* tls_verify_cb refused the certificate (allow) */
+    char denied_cn[64];
 };
+
+/* Forget what a ticket or a fetch brought (not the listener, nor a refusal). */
+static void tr_reset(struct tls_resume *tr)
+{
+    free(tr->der);
+    tr->der = NULL;
+    tr->len = 0;
+    memset(tr->fp, 0, sizeof tr->fp);
+    tr->sni = 0;
+    tr->ok = 0;
+    tr->fetched = 0;
+}
 
 
 
@@ -2051,6 +2192,239 @@ int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity 
     return 0;
 }
 
+/* ---- access control: the certificate's values, and matching them ---- */
+
+static void peer_add(struct mtlslb_peer *pe, enum mtlslb_allow_field f, const uint8_t *p, size_t len)
+{
+    if (pe->n < MTLSLB_PEER_VALUES) {
+        pe->v[pe->n].field = f;
+        pe->v[pe->n].p = p;
+        pe->v[pe->n].len = len;
+        pe->n++;
+    }
+}
+
+/* CN, OU and O of a Name (any RDN, any order). */
+static int peer_name(const uint8_t *d, size_t len, struct mtlslb_peer *pe)
+{
+    size_t pos = 0, l;
+    uint8_t tag;
+
+    while (pos < len) {
+        size_t end;
+        if (der_hdr(d, len, &pos, &tag, &l) < 0 || tag != 0x31)
+            return -1;
+        for (end = pos + l; pos < end; ) {
+            size_t al, ol, vl, atv_end;
+            const uint8_t *oid;
+            uint8_t vtag;
+            if (der_hdr(d, end, &pos, &tag, &al) < 0 || tag != 0x30)
+                return -1;
+            atv_end = pos + al;
+            if (der_hdr(d, atv_end, &pos, &tag, &ol) < 0 || tag != 0x06)
+                return -1;
+            oid = d + pos;
+            pos += ol;
+            if (der_hdr(d, atv_end, &pos, &vtag, &vl) < 0)
+                return -1;
+            if (ol == 3 && oid[0] == 0x55 && oid[1] == 0x04 &&
+                (vtag == 0x0c || vtag == 0x13 || vtag == 0x16 || vtag == 0x14)) {
+                if (oid[2] == 3)
+                    peer_add(pe, MTLSLB_ALLOW_CN, d + pos, vl);
+                else if (oid[2] == 11)
+                    peer_add(pe, MTLSLB_ALLOW_OU, d + pos, vl);
+                else if (oid[2] == 10)
+                    peer_add(pe, MTLSLB_ALLOW_O, d + pos, vl);
+            }
+            pos = atv_end;
+        }
+    }
+    return 0;
+}
+
+/* The DNS, URI and e-mail names of a subjectAltName extension's value. */
+static int peer_san(const uint8_t *d, size_t len, struct mtlslb_peer *pe)
+{
+    size_t pos = 0, l, end;
+    uint8_t tag;
+
+    if (der_hdr(d, len, &pos, &tag, &l) < 0 || tag != 0x30)
+        return -1;
+    for (end = pos + l; pos < end; pos += l) {
+        if (der_hdr(d, end, &pos, &tag, &l) < 0)
+            return -1;
+        if (tag == 0x82)
+            peer_add(pe, MTLSLB_ALLOW_SAN_DNS, d + pos, l);
+        else if (tag == 0x86)
+            peer_add(pe, MTLSLB_ALLOW_SAN_URI, d + pos, l);
+        else if (tag == 0x81)
+            peer_add(pe, MTLSLB_ALLOW_SAN_EMAIL, d + pos, l);
+    }
+    return 0;
+}
+
+int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
+{
+    struct mtlslb_identity id;
+    size_t pos = 0, l, tbs_end;
+    uint8_t tag;
+    int i;
+
+    memset(pe, 0, sizeof *pe);
+    if (mtlslb_cert_identity(der, len, &id) < 0)
+        return -1;
+    memcpy(pe->fingerprint, id.fingerprint, sizeof pe->fingerprint);
+    memcpy(pe->serial, id.serial, sizeof pe->serial);
+    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||
+        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)
+        return -1;
+    tbs_end = pos + l;
+    /* [0] version, serial, signature, issuer, validity, subject, spki */
+    for (i = 0; i < 7; i++) {
+        if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
+            return -1;
+        if (i == 0 && tag != 0xa0)
+            i++;                    /* no version: that was the serial */
+        if (i == 5 && (tag != 0x30 || peer_name(der + pos, l, pe) < 0))
+            return -1;
+        pos += l;
+    }
+    while (pos < tbs_end) {         /* [1] issuerUID, [2] subjectUID, [3] extensions */
+        size_t end, e;
+        if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
+            return -1;
+        if (tag != 0xa3) {
+            pos += l;
+            continue;
+        }
+        end = pos + l;
+        if (der_hdr(der, end, &pos, &tag, &l) < 0 || tag != 0x30)
+            return -1;
+        for (end = pos + l; pos < end; pos = e) {
+            size_t ol, vl;
+            const uint8_t *oid;
+            if (der_hdr(der, end, &pos, &tag, &l) < 0 || tag != 0x30)
+                return -1;
+            e = pos + l;
+            if (der_hdr(der, e, &pos, &tag, &ol) < 0 || tag != 0x06)
+                return -1;
+            oid = der + pos;
+            pos += ol;
+            if (der_hdr(der, e, &pos, &tag, &vl) < 0)
+                return -1;
+            if (tag == 0x01) {      /* critical */
+                pos += vl;
+                if (der_hdr(der, e, &pos, &tag, &vl) < 0)
+                    return -1;
+            }
+            if (tag != 0x04)
+                return -1;
+            if (ol == 3 && memcmp(oid, "\x55\x1d\x11", 3) == 0 && peer_san(der + pos, vl, pe) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Glob match of bytes: `*` takes any run of printable bytes, so a value
+ * with a control byte (or NUL) can match only where the pattern has it. */
+int mtlslb_allow_match(const char *pat, const uint8_t *v, size_t len, int icase)
+{
+    const char *star = NULL;
+    size_t i = 0, mark = 0;
+
+    while (i < len || *pat) {
+        if (*pat == '*') {
+            star = pat++;
+            mark = i;
+            continue;
+        }
+        if (i < len && *pat &&
+            (icase ? tolower((unsigned char)*pat) == tolower(v[i]) : (uint8_t)*pat == v[i])) {
+            pat++;
+            i++;
+            continue;
+        }
+        /* back to the last star, which takes one more byte, a printable one */
+        if (!star || mark >= len || v[mark] < 0x20 || v[mark] > 0x7e)
+            return 0;
+        pat = star + 1;
+        i = ++mark;
+    }
+    return 1;
+}
+
+int mtlslb_identity_allowed(const struct mtlslb_allow *rules, size_t n,
+                            const struct mtlslb_peer *pe)
+{
+    size_t r, k, j;
+
+    if (n == 0)
+        return 1;
+    if (!pe)
+        return 0;                   /* no certificate matches no rule */
+    for (r = 0; r < n; r++) {
+        const struct mtlslb_allow *a = &rules[r];
+        for (k = 0; k < a->npatterns; k++) {
+            const char *pat = a->patterns[k];
+            if (a->field == MTLSLB_ALLOW_FINGERPRINT || a->field == MTLSLB_ALLOW_SERIAL) {
+                const char *have = a->field == MTLSLB_ALLOW_FINGERPRINT ? pe->fingerprint : pe->serial;
+                if (*have && strcasecmp(pat, have) == 0)
+                    return 1;
+                continue;
+            }
+            for (j = 0; j < pe->n; j++)
+                if (pe->v[j].field == a->field &&
+                    mtlslb_allow_match(pat, pe->v[j].p, pe->v[j].len,
+                                       a->field == MTLSLB_ALLOW_SAN_DNS))
+                    return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * A tcp listener's allow lines are checked as wolfSSL verifies the client
+ * certificate (the leaf, once the chain is good): a refused certificate
+ * fails the handshake with a TLS alert, so nothing is ever relayed.  (An
+ * http listener answers 403 instead; see http_access.)  tr->denied tells
+ * the handshake's failure from a bad certificate.
+ */
+static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
+{
+    WOLFSSL *ssl;
+    struct tls_resume *tr;
+    struct mtlslb_peer pe;
+    size_t i;
+
+    if (!ok || wolfSSL_X509_STORE_CTX_get_error_depth(st) != 0 || !st->certs || st->totalCerts < 1)
+        return ok;
+    ssl = wolfSSL_X509_STORE_CTX_get_ex_data(st, wolfSSL_get_ex_data_X509_STORE_CTX_idx());
+    tr = ssl ? wolfSSL_get_app_data(ssl) : NULL;
+    if (!tr || !tr->lst)
+        return ok;
+    if (mtlslb_cert_peer(st->certs[0].buffer, st->certs[0].length, &pe) == 0 &&
+        mtlslb_identity_allowed(tr->lst->allows, tr->lst->nallows, &pe))
+        return ok;
+    tr->denied = 1;
+    for (i = 0; i < pe.n; i++)
+        if (pe.v[i].field == MTLSLB_ALLOW_CN) {
+            size_t k, m = pe.v[i].len < sizeof tr->denied_cn - 1 ? pe.v[i].len : sizeof tr->denied_cn - 1;
+            for (k = 0; k < m; k++)
+                tr->denied_cn[k] = pe.v[i].p[k] >= 0x20 && pe.v[i].p[k] < 0x7f ? (char)pe.v[i].p[k] : '?';
+            tr->denied_cn[m] = 0;
+            break;
+        }
+    return 0;
+}
+
+/* The verify callback a listener's contexts get: tls_verify_cb where tcp
+ * allow lines are to be checked. */
+static VerifyCallback tls_verify_fn(const struct mtlslb_listener *l)
+{
+    return l->mode == MTLSLB_MODE_TCP && l->nallows ? tls_verify_cb : NULL;
+}
+
 /*
  * ---- reading clients' records: one recv() for many ----
  *
@@ -2121,6 +2495,7 @@ static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
 }
 
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
+static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st);
 static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
                          unsigned char iv[WOLFSSL_TICKET_IV_SZ],
                          unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc, unsigned char *buf,
@@ -2297,7 +2672,7 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     }
     if (!ca || !ca->path)
         t->verify = WOLFSSL_VERIFY_NONE;
-    wolfSSL_CTX_set_verify(t->ctx, t->verify, NULL);
+    wolfSSL_CTX_set_verify(t->ctx, t->verify, tls_verify_fn(l));
     if (t->verify != WOLFSSL_VERIFY_NONE && tls_load_crls(r, t, crls, ncrls) < 0)
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
@@ -2502,7 +2877,7 @@ static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
             return SSL_TLSEXT_ERR_ALERT_FATAL;
         }
         /* The verify mode does not follow the context switch. */
-        wolfSSL_set_verify(ssl, x->verify, NULL);
+        wolfSSL_set_verify(ssl, x->verify, tls_verify_fn(t->cfg));
         return SSL_TLSEXT_ERR_OK;
     }
     if (t->cfg->sni_strict) {
@@ -2876,8 +3251,7 @@ static int tls_peer_cert(WOLFSSL *ssl, struct tls_resume *tr)
 
     if (tr->fetched)
         return 0;
-    free(tr->der);                  /* a ticket opened, then not resumed: not this one */
-    memset(tr, 0, sizeof *tr);
+    tr_reset(tr);                   /* a ticket opened, then not resumed: not this one */
     tr->fetched = 1;
     x = wolfSSL_get_peer_certificate(ssl);
     if (!x)
@@ -3001,8 +3375,7 @@ static int tk_open(struct tls_listener *t, WOLFSSL *ssl, const unsigned char *na
         if (!e || tk_cert_check(x, e, &why) < 0)
             return WOLFSSL_TICKET_RET_REJECT;   /* the full handshake says why */
     }
-    free(tr->der);
-    memset(tr, 0, sizeof *tr);
+    tr_reset(tr);
     if (e) {
         tr->der = malloc(e->len);
         if (!tr->der)
@@ -3864,6 +4237,8 @@ struct conn {
     char cn[256];
     int has_cert;
     struct tls_resume tr;           /* what a session ticket brought */
+    unsigned char *route_ok;        /* http: per route, do its allow lines admit the client */
+    unsigned denied : 1;            /* the listener's allow lines refuse the client */
     unsigned dead : 1;
     unsigned established : 1;       /* handshake done: log a connection line */
     unsigned http : 1;
@@ -3922,6 +4297,30 @@ static int conn_spare_take(struct mtlslb *S);
 static const char *side_name(const struct conn *c, const struct side *s)
 {
     return s == &c->cli ? "client" : "server";
+}
+
+/* The rules that refused a client, for the log: "allow cn a*; allow o x". */
+static void conn_rules_text(const struct mtlslb_allow *a, size_t n, char *out, size_t cap)
+{
+    size_t i, off = 0;
+
+    out[0] = 0;
+    for (i = 0; i < n && off < cap; i++) {
+        int k = snprintf(out + off, cap - off, "%sallow %s", i ? "; " : "", a[i].text);
+        if (k < 0)
+            break;
+        off += (size_t)k;
+    }
+}
+
+static void conn_denied_log(struct conn *c, const struct mtlslb_allow *a, size_t n,
+                            const char *where)
+{
+    char rules[512];
+
+    conn_rules_text(a, n, rules, sizeof rules);
+    log_msg(MTLSLB_LOG_INFO, "access denied %s listener=%s%s cn=%s rule=\"%s\"", c->peer,
+            c->ls->cfg->name, where, c->cn[0] ? c->cn : "-", rules);
 }
 
 static void conn_log(struct conn *c, const char *end)
@@ -4018,6 +4417,7 @@ static void conn_free(struct conn *c)
     free(c->tx.req_head);
     free(c->xhdrs.p);
     free(c->tr.der);
+    free(c->route_ok);
     free(c);
 }
 
@@ -5540,6 +5940,20 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
         return;
     }
     r = http_route(c->ls->cfg, host, m);
+    /* allow lines: the listener's for every request, the route's for its
+     * own (no fall-through to later routes) */
+    if (c->denied || (r && r->nallows && !(c->route_ok && c->route_ok[r - c->ls->cfg->routes]))) {
+        const struct mtlslb_listener *l = c->ls->cfg;
+        char where[64] = "";
+        if (!c->denied)
+            snprintf(where, sizeof where, " route=line %d", r->line);
+        if (c->denied)
+            conn_denied_log(c, l->allows, l->nallows, where);
+        else
+            conn_denied_log(c, r->allows, r->nallows, where);
+        http_error(c, 403);
+        return;
+    }
     t->up = &c->gen->ups[r ? r->backend : c->ls->cfg->backend];
     t->upgrade = m->conn_upgrade;
     t->head_req = http_is(m->method, m->method_len, "HEAD");
@@ -5878,6 +6292,35 @@ static int conn_peer_der(struct conn *c, const uint8_t **der, size_t *len, enum 
     return 0;
 }
 
+/*
+ * Access control (allow lines), decided once per connection from its
+ * certificate: the listener's (c->denied) and, in http mode, each route's
+ * (c->route_ok).  A certificate that does not decode matches no rule.
+ */
+static int conn_access(struct conn *c, const uint8_t *der, size_t len)
+{
+    const struct mtlslb_listener *l = c->ls->cfg;
+    struct mtlslb_peer pe;
+    const struct mtlslb_peer *pp = NULL;
+    size_t i, any = 0;
+
+    for (i = 0; i < l->nroutes; i++)
+        any |= l->routes[i].nallows;
+    if (!l->nallows && !any)
+        return 0;
+    if (der && mtlslb_cert_peer(der, len, &pe) == 0)
+        pp = &pe;
+    c->denied = !mtlslb_identity_allowed(l->allows, l->nallows, pp);
+    if (any && l->mode == MTLSLB_MODE_HTTP) {
+        if (!(c->route_ok = malloc(l->nroutes)))
+            return -1;
+        for (i = 0; i < l->nroutes; i++)
+            c->route_ok[i] = (unsigned char)mtlslb_identity_allowed(l->routes[i].allows,
+                                                                    l->routes[i].nallows, pp);
+    }
+    return 0;
+}
+
 /* Who the client is: SNI and CN for every listener, and for http ones the
  * header block its requests carry.  -1 with *why set if the certificate
  * does not decode, a resumed one is no longer good, or memory ran out. */
@@ -5905,6 +6348,10 @@ static int conn_identity(struct conn *c, enum tls_reason *why)
         *why = R_BAD_CERT;
         rc = http_client_headers(c, c->has_cert ? &id : NULL, der, len);
     }
+    if (rc == 0 && conn_access(c, c->has_cert ? der : NULL, len) < 0) {
+        *why = R_BAD_CERT;
+        rc = -1;
+    }
     free(c->tr.der);                /* its identity is decoded: the copy goes */
     c->tr.der = NULL;
     return rc;
@@ -5925,6 +6372,13 @@ static void conn_handshake_done(struct conn *c)
         /* The servername callback refuses these; a resumed session may
          * not pass through it. */
         conn_hs_fail(c, R_SNI, NULL);
+        return;
+    }
+    if (c->denied && l->mode == MTLSLB_MODE_TCP) {
+        /* a resumed session, or no certificate (verify optional): no
+         * verification ran, so no alert; nothing is relayed either */
+        conn_denied_log(c, l->allows, l->nallows, "");
+        conn_hs_fail(c, R_DENIED, NULL);
         return;
     }
     c->established = 1;
@@ -5999,7 +6453,11 @@ static void conn_handshake(struct conn *c)
         return;
     }
     snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
-    if (tls_sni_refused(&c->ls->tls, c->cli.ssl))
+    if (c->tr.denied) {             /* tls_verify_cb: allow lines */
+        str_clean(c->cn, sizeof c->cn, c->tr.denied_cn);
+        conn_denied_log(c, c->ls->cfg->allows, c->ls->cfg->nallows, "");
+        conn_hs_fail(c, R_DENIED, NULL);
+    } else if (tls_sni_refused(&c->ls->tls, c->cli.ssl))
         conn_hs_fail(c, R_SNI, detail);
     else
         conn_hs_fail(c, tls_reason_of(&c->ls->tls, c->cli.ssl, err), detail);
@@ -6147,6 +6605,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
         return NULL;
     }
     wolfSSL_SetIOReadCtx(c->cli.ssl, &c->cli.rd);     /* tls_recv reads for it */
+    c->tr.lst = ls->cfg;
     c->caddr = *ss;
     addr_unmap(&c->caddr);
     addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);

@@ -63,6 +63,27 @@ struct mtlslb_global {
     unsigned workers;               /* processes sharing the listening sockets (1..16) */
 };
 
+/*
+ * Access control by client certificate (SPEC 4): `allow FIELD PATTERN...`.
+ * A rule admits a certificate when one of its patterns matches one of the
+ * certificate's values of that field; several rules: any one admits.
+ * Patterns are exact or with `*` globs (a `*` never matches a control
+ * byte); fingerprint (SHA-256) and serial are hex, kept without colons,
+ * compared in any case.
+ */
+enum mtlslb_allow_field {
+    MTLSLB_ALLOW_CN, MTLSLB_ALLOW_OU, MTLSLB_ALLOW_O, MTLSLB_ALLOW_SAN_DNS, MTLSLB_ALLOW_SAN_URI,
+    MTLSLB_ALLOW_SAN_EMAIL, MTLSLB_ALLOW_FINGERPRINT, MTLSLB_ALLOW_SERIAL, MTLSLB_ALLOW_FIELDS
+};
+
+struct mtlslb_allow {
+    enum mtlslb_allow_field field;
+    char **patterns;
+    size_t npatterns;
+    char *text;                     /* "cn device-* admin", for the log */
+    int line;
+};
+
 /* One `sni` line: a name (exact, or "*.rest" for one label) and its own
  * certificate, optionally its own client CA and CRLs. */
 struct mtlslb_sni {
@@ -97,6 +118,8 @@ struct mtlslb_listener {
     int forward_cert;               /* http: RFC 9440 Client-Cert header */
     struct mtlslb_route *routes;
     size_t nroutes;
+    struct mtlslb_allow *allows;    /* none: every verified certificate */
+    size_t nallows;
 };
 
 /* route [host PATTERN] [path PREFIX] backend NAME (http mode). */
@@ -105,6 +128,8 @@ struct mtlslb_route {
     char *path;                     /* prefix; NULL = any */
     char *backend_name;
     size_t backend;                 /* index into config->backends, resolved */
+    struct mtlslb_allow *allows;    /* none: whoever the listener admits */
+    size_t nallows;
     int line;
 };
 
@@ -264,6 +289,37 @@ struct mtlslb_identity {
 
 /* Decode a DER certificate.  Returns 0, or -1 if it does not parse. */
 int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity *id);
+
+/* The values access control looks at, decoded from a DER certificate:
+ * subject CN, OU, O and the DNS, URI and e-mail subjectAltNames as they
+ * are in the DER (pointers into it, with lengths), the SHA-256 fingerprint
+ * (lower-case hex) and the serial (upper-case hex, no leading zero bytes). */
+#define MTLSLB_PEER_VALUES 64
+struct mtlslb_peer_value {
+    enum mtlslb_allow_field field;
+    const uint8_t *p;
+    size_t len;
+};
+
+struct mtlslb_peer {
+    struct mtlslb_peer_value v[MTLSLB_PEER_VALUES];
+    size_t n;                       /* values beyond MTLSLB_PEER_VALUES are dropped */
+    char fingerprint[65];
+    char serial[132];
+};
+
+/* Decode a DER certificate's access-control values.  0, or -1 if it does
+ * not parse. */
+int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *peer);
+
+/* Does a pattern match a value (bytes, not a C string)?  Exact, or `*`
+ * matching any run of printable bytes; case-insensitive if icase. */
+int mtlslb_allow_match(const char *pattern, const uint8_t *value, size_t len, int icase);
+
+/* Do the rules admit this certificate (peer NULL: none was presented)?
+ * No rules: 1.  Otherwise 1 if any rule matches, else 0. */
+int mtlslb_identity_allowed(const struct mtlslb_allow *rules, size_t n,
+                            const struct mtlslb_peer *peer);
 
 /*
  * Does an SNI pattern match a host name?  Exact names compare

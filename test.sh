@@ -249,8 +249,8 @@ EOF
     check_bad duplicate-listener 10 "listener l is already defined at line 2"
     base | sed 's/^global$/global\n    timeout idle 10x/' >"$d/bad-duration.conf"
     check_bad bad-duration 2 "bad duration '10x'"
-    { base; echo "    allow cn device-1"; } | sed 's/^backend web$/listener m\n    bind 127.0.0.1:1\n    allow cn x\nbackend web/' >"$d/not-yet.conf"
-    check_bad not-yet 10 "'allow' is not supported yet"
+    { base; echo "    allow cn device-1"; } >"$d/allow-in-backend.conf"
+    check_bad allow-in-backend 10 "'allow' belongs in a listener section"
     { base; echo "    check http GET healthz"; } >"$d/bad-check.conf"
     check_bad bad-check 10 "check http: bad method 'GET' or path 'healthz'"
     base | sed 's/^    mode tcp$/    mode http\n    send-proxy v2/' >"$d/proxy-in-http.conf"
@@ -2305,6 +2305,141 @@ t_workers_again() {
     WORKERS=
 }
 
+# allow lines (issue 8, SPEC 4): client certificates made here with the test
+# CA: CN device-1, device-2, admin, a SAN URI spiffe://edge/sensor, a CN
+# with a `*` and one with CR LF.
+allow_cert() {      # allow_cert NAME SUBJECT [EXTRA EXT LINE]
+    local d=$W/allow
+    mkdir -p "$d"
+    [ -e "$d/$1.crt" ] && return 0
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/$1.key" \
+        -out "$d/$1.csr" -subj "$2" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n%s\n' "${3:-}" >"$d/$1.ext"
+    openssl x509 -req -in "$d/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -days 2 \
+        -extfile "$d/$1.ext" -out "$d/$1.crt" 2>/dev/null
+}
+
+# aget NAME URL: the HTTP status with certificate NAME of allow_cert.
+aget() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$PKI/ca.crt" \
+        --cert "$W/allow/$1.crt" --key "$W/allow/$1.key" "$2"
+}
+
+t_allow() {
+    local tp hp bp out fp c d=$W/allow
+    newport tp; newport hp; newport bp
+    allow_cert device-1 "/O=Acme/OU=devices/CN=device-1"
+    allow_cert device-2 "/O=Acme/OU=devices/CN=device-2"
+    allow_cert admin "/O=Acme/OU=ops/CN=admin"
+    allow_cert sensor "/O=Acme/CN=sensor-7" "subjectAltName=URI:spiffe://edge/sensor,DNS:sensor-7.edge"
+    allow_cert star "/O=Acme/CN=adm*"
+    allow_cert ctl $'/O=Acme/CN=admin\r\nX: y'
+    start_backend http "$bp" web1
+    # allow FIELD PATTERN as a listener's rule, in tcp and in http mode.
+    allow_conf() {      # allow_conf RULES... (one per argument, listener lines)
+        local r
+        {
+            conf_tcp "$tp" "    server a 127.0.0.1:$bp" "$(for r in "$@"; do echo "    allow $r"; done)"
+            echo "listener web"
+            echo "    bind 127.0.0.1:$hp"
+            echo "    mode http"
+            echo "    cert $PKI/server.crt $PKI/server.key"
+            echo "    ca $PKI/ca.crt"
+            echo "    default-backend web"
+            for r in "$@"; do echo "    allow $r"; done
+        } >"$W/allow.conf"
+    }
+    allow_conf "cn device-*"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$(aget device-1 "https://localhost:$tp/")$(aget device-2 "https://localhost:$tp/")$(aget admin "https://localhost:$tp/")"
+    out="$out $(aget device-1 "https://localhost:$hp/")$(aget device-2 "https://localhost:$hp/")$(aget admin "https://localhost:$hp/")"
+    c=$(for v in -tls1_3 -tls1_2; do
+        timeout 10 openssl s_client -connect "127.0.0.1:$tp" $v -ign_eof -cert "$d/admin.crt" \
+            -key "$d/admin.key" -CAfile "$PKI/ca.crt" </dev/null 2>&1 | grep -ci "alert"
+    done | awk '$1 > 0' | wc -l)
+    if [ "$out" = "200200000 200200403" ] && [ "$c" = 2 ] &&
+       grep -q 'access denied .* listener=tls cn=admin rule="allow cn device-\*"' "$LB_LOG" &&
+       grep -q 'handshake failed .*reason="access denied"' "$LB_LOG" &&
+       grep -q 'access denied .* listener=web cn=admin rule="allow cn device-\*"' "$LB_LOG" &&
+       grep -q 'req .* listener=web .* cn=admin .*status=403' "$LB_LOG"; then
+        pass "allow cn device-*: device-1 and device-2 admitted, admin refused (tcp: TLS alert, http: 403), logged with CN and rule"
+    else
+        fail "allow cn" "tcp/http statuses: $out, alerts seen: $c; $(grep -m2 'access denied' "$LB_LOG")"
+    fi
+    stop_lb
+    fp=$(openssl x509 -in "$d/device-2.crt" -noout -fingerprint -sha256 | sed 's/.*=//')   # AB:CD:..., upper case
+    allow_conf "san-uri spiffe://edge/*"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$(aget sensor "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/")$(aget sensor "https://localhost:$tp/")$(aget device-1 "https://localhost:$tp/")"
+    stop_lb
+    allow_conf "fingerprint $fp"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$out $(aget device-2 "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/")"
+    stop_lb
+    allow_conf "fingerprint $(tr -d : <<<"$fp" | tr A-F a-f)" "san-dns nothing.example"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$out $(aget device-2 "https://localhost:$hp/")$(aget admin "https://localhost:$hp/")"
+    stop_lb
+    if [ "$out" = "200403200000 200403 200403" ]; then
+        pass "allow san-uri spiffe://edge/* and allow fingerprint (colons or not, any case) admit exactly the matching certificate"
+    else
+        fail "allow san-uri / fingerprint" "$out (want 200403200000 200403 200403)"
+    fi
+    # Route rules: /admin only for CN admin, / for everyone; no fall-through.
+    {
+        conf_http "$hp" "backend web
+    server a 127.0.0.1:$bp" "    route path /admin backend web allow cn admin
+    route path / backend web"
+    } >"$W/allow-route.conf"
+    start_lb "$W/allow-route.conf" || { fail allow "no mtlslb"; return; }
+    out="$(aget admin "https://localhost:$hp/admin")$(aget admin "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/admin")$(aget device-1 "https://localhost:$hp/")"
+    if [ "$out" = "200200403200" ] &&
+       grep -q 'access denied .* listener=https route=line [0-9]* cn=device-1 rule="allow cn admin"' "$LB_LOG"; then
+        pass "route allow: /admin only for CN admin (403 for device-1, not passed on to the next route), / for everyone"
+    else
+        fail "route allow" "$out (want 200200403200)"
+    fi
+    stop_lb
+    # SIGHUP: new allow lines for new connections.
+    allow_conf "cn device-*"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$(aget admin "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/")"
+    allow_conf "cn admin"
+    kill -HUP "$LB_PID"
+    wait_log "reload: configuration of" 5 >/dev/null
+    out="$out $(aget admin "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/")"
+    stop_lb
+    if [ "$out" = "403200 200403" ]; then
+        pass "SIGHUP: new allow lines apply to new connections (admin 403 -> 200, device-1 200 -> 403)"
+    else
+        fail "allow reload" "$out (want 403200 200403)"
+    fi
+    # A `*` or control bytes in a certificate field are data, never a wildcard.
+    allow_conf "cn admin" "cn admin*"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$(aget admin "https://localhost:$hp/")$(aget star "https://localhost:$hp/")$(aget ctl "https://localhost:$hp/")"
+    stop_lb
+    if [ "$out" = "200403403" ]; then
+        pass "a CN 'adm*' or 'admin<CR><LF>X: y' matches neither 'cn admin' nor 'cn admin*'"
+    else
+        fail "allow literal values" "$out (want 200403403)"
+    fi
+    # Errors name file and line.
+    conf_tcp "$tp" "    server a 127.0.0.1:$bp" "    allow cnn x
+    allow fingerprint 12:34
+    allow serial xyz" >"$W/allow-bad.conf"
+    out=$("$BIN" -t -c "$W/allow-bad.conf" 2>&1)
+    c=$(grep -n "allow cnn" "$W/allow-bad.conf" | cut -d: -f1)
+    if grep -q "allow-bad.conf:$c: allow: unknown field 'cnn'" <<<"$out" &&
+       grep -q "allow-bad.conf:$((c + 1)): allow fingerprint: '12:34' is not a SHA-256" <<<"$out" &&
+       grep -q "allow-bad.conf:$((c + 2)): allow serial: 'xyz' is not a serial number in hex" <<<"$out"; then
+        pass "-t refuses bad allow lines with FILE:LINE (unknown field, short fingerprint, non-hex serial)"
+    else
+        fail "allow errors" "$out"
+    fi
+    stop_backend "$bp"
+}
+
 # valgrind (memcheck) over the tcp, http and reload cases (issue 7): no
 # error and no definitely lost block, mtlslb's own exit status says so.
 # Not under SAN=1 (AddressSanitizer and valgrind do not mix).
@@ -2407,7 +2542,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption t_loadgen
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_reload t_crl_rotation t_user t_syslog t_workers t_workers_again t_valgrind t_build t_cross t_openwrt t_fast_build
+t_reload t_crl_rotation t_user t_syslog t_allow t_workers t_workers_again t_valgrind t_build t_cross t_openwrt t_fast_build
 $HOSTILE_TESTS t_sanitizers"
 
 if [ ! -x "$BIN" ]; then
