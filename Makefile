@@ -121,3 +121,9 @@ install: $(BIN)
 
 clean:
 	rm -rf mtlslb mtlslb-san mtlslb-static *.o demo build
+
+# libFuzzer targets (tests/fuzz/run.sh; clang): each runs FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	tests/fuzz/run.sh fuzz $(FUZZ_SECONDS)
