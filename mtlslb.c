@@ -2418,11 +2418,37 @@ static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
     return 0;
 }
 
+/*
+ * SPEC 4 wants the alert access_denied after the handshake; wolfSSL 5.5 has
+ * no public call to send an alert of the application's choosing.  Its own
+ * sender is internal: hidden in a shared libwolfssl (the weak reference
+ * below is then NULL, and a refused certificate fails verification with
+ * bad_certificate), but linked in from a static one (WOLFSSL_SRC builds),
+ * where the handshake completes and access_denied follows.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+int SendAlert(WOLFSSL *ssl, int severity, int type) __attribute__((weak));
+#define TLS_CAN_ALERT() (SendAlert != NULL)
+#else
+#define TLS_CAN_ALERT() 0
+#endif
+
+/* Send the alert access_denied on an established connection, where it can. */
+static int tls_alert_denied(WOLFSSL *ssl)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    if (TLS_CAN_ALERT())
+        return SendAlert(ssl, alert_fatal, access_denied) == 0 ? 0 : -1;
+#endif
+    (void)ssl;
+    return -1;
+}
+
 /* The verify callback a listener's contexts get: tls_verify_cb where tcp
- * allow lines are to be checked. */
+ * allow lines are to be checked and no access_denied alert can follow. */
 static VerifyCallback tls_verify_fn(const struct mtlslb_listener *l)
 {
-    return l->mode == MTLSLB_MODE_TCP && l->nallows ? tls_verify_cb : NULL;
+    return l->mode == MTLSLB_MODE_TCP && l->nallows && !TLS_CAN_ALERT() ? tls_verify_cb : NULL;
 }
 
 /*
@@ -6375,8 +6401,9 @@ static void conn_handshake_done(struct conn *c)
         return;
     }
     if (c->denied && l->mode == MTLSLB_MODE_TCP) {
-        /* a resumed session, or no certificate (verify optional): no
-         * verification ran, so no alert; nothing is relayed either */
+        /* access_denied where wolfSSL lets us (tls_alert_denied), else (a
+         * resumed session, no certificate) a close; nothing is relayed */
+        tls_alert_denied(c->cli.ssl);
         conn_denied_log(c, l->allows, l->nallows, "");
         conn_hs_fail(c, R_DENIED, NULL);
         return;
