@@ -4874,6 +4874,14 @@ static void proxy_put16(uint8_t *p, unsigned v)
     p[1] = (uint8_t)v;
 }
 
+/* The longest v2 header: signature, version, family, length (16), IPv6
+ * addresses and ports (36), then the TLVs at their largest: authority
+ * (3 + 255), SSL (3 + 5) with version (3 + 64), CN (3 + 255), cipher
+ * (3 + 64).  The header file's MTLSLB_PROXY_MAX must hold it (found by the
+ * proxy fuzz target: it did not, and the TLVs ran past the buffer). */
+#define PROXY_V2_MAX (16 + 36 + 3 + 255 + 3 + 5 + 3 + 64 + 3 + 255 + 3 + 64)
+typedef char proxy_max_holds_v2[MTLSLB_PROXY_MAX >= PROXY_V2_MAX ? 1 : -1];
+
 static size_t proxy_tlv(uint8_t *p, uint8_t type, const void *v, size_t len)
 {
     p[0] = type;
@@ -5168,8 +5176,8 @@ int mtlslb_http_parse_request(const char *b, size_t len, struct mtlslb_http_msg 
     rc = http_line(b, len, 0, &eol);
     if (rc < 0)
         return -400;
-    if (rc == 0)
-        return len > MTLSLB_HTTP_LINE_MAX ? -414 : 0;
+    if (rc == 0)                    /* incomplete: too long already?  (a last CR is not content) */
+        return len - (len && b[len - 1] == '\r') > MTLSLB_HTTP_LINE_MAX ? -414 : 0;
     if (eol > MTLSLB_HTTP_LINE_MAX)
         return -414;
     for (i = 0; i < eol && http_tchar((unsigned char)b[i]); i++)

@@ -22,7 +22,7 @@
 #define MTLSLB_MAX_WORKERS   16     /* `workers` at most */
 #define MTLSLB_BUF_SIZE      16384  /* relay buffer per direction */
 #define MTLSLB_MAX_NAME      64     /* listener, backend and server names */
-#define MTLSLB_PROXY_MAX     536    /* largest PROXY header we ever write */
+#define MTLSLB_PROXY_MAX     712    /* largest PROXY header we ever write */
 #define MTLSLB_BACKOFF_MS    2000   /* a server whose connect failed is skipped */
 #define MTLSLB_HTTP_LINE_MAX 8192   /* request line: longer is 414 */
 #define MTLSLB_HTTP_HEAD_MAX 16384  /* request or response head: longer is 431 / 502 */
@@ -212,8 +212,11 @@ struct mtlslb_tls_info {
 
 /*
  * Write a PROXY protocol header (version 1 or 2) for a connection from src
- * to dst into out.  Returns its length, or -1 if the addresses are not both
- * IPv4 or both IPv6 (v1 then writes "PROXY UNKNOWN"), or cap is too small.
+ * to dst into out (at most MTLSLB_PROXY_MAX bytes).  Returns its length, or
+ * -1 if cap is too small, version is neither 1 nor 2, or a TLS string is
+ * longer than the header can carry (sni, cn: 255; version, cipher: 64).
+ * Addresses that are not both IPv4 or both IPv6 give "PROXY UNKNOWN" (v1)
+ * or a LOCAL header without addresses (v2).
  */
 int mtlslb_proxy_header(int version, const struct sockaddr *src,
                         const struct sockaddr *dst,
