@@ -2444,6 +2444,17 @@ t_allow() {
     stop_backend "$bp"
 }
 
+# The fuzz targets' seeds and every input a fuzzer once failed on (issue 7),
+# run through the targets built with ASan + UBSan (tests/fuzz/run.sh).
+t_fuzz_regress() {
+    local out
+    if out=$("$ROOT/tests/fuzz/run.sh" regress 2>&1); then
+        pass "fuzz regressions: $(grep -c ' ok (' <<<"$out") targets over their corpora and regress/ inputs, no sanitizer report"
+    else
+        fail "fuzz regressions" "$(grep -v ' ok (' <<<"$out" | tail -5)"
+    fi
+}
+
 # valgrind (memcheck) over the tcp, http and reload cases (issue 7): no
 # error and no definitely lost block, mtlslb's own exit status says so.
 # Not under SAN=1 (AddressSanitizer and valgrind do not mix).
@@ -2547,7 +2558,7 @@ t_ipv6 t_backpressure t_no_spin t_resumption t_loadgen
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
-t_reload t_crl_rotation t_user t_syslog t_allow t_workers t_workers_again t_valgrind t_build t_cross t_openwrt t_fast_build
+t_reload t_crl_rotation t_user t_syslog t_allow t_workers t_workers_again t_valgrind t_fuzz_regress t_build t_cross t_openwrt t_fast_build
 $HOSTILE_TESTS t_sanitizers"
 
 if [ ! -x "$BIN" ]; then

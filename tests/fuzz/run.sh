@@ -16,7 +16,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 FZ=tests/fuzz
 WORK=$FZ/work
-ALL="config http_request http_response chunked proxy cert sni"
+ALL="config http_request http_response chunked proxy cert sni allow"
 
 usage() {
     echo "usage: $0 fuzz SECONDS [TARGET...] | regress [TARGET...]" >&2
