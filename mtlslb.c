@@ -1732,6 +1732,8 @@ static int tls_crl_changed(const struct tls_crl *c)
 
 struct tls_ctx {
     WOLFSSL_CTX *ctx;
+    uint8_t *ca_names;              /* subject Names (DER) of the ca file, one after another */
+    size_t ca_names_len;
     const struct mtlslb_sni *sni;   /* NULL for the default certificate */
     int verify;                     /* wolfSSL verify mode */
     struct tls_crl *crls;
@@ -1755,8 +1757,9 @@ struct tls_resume {
     unsigned ok : 1;                /* a ticket of ours was opened and accepted */
     unsigned fetched : 1;           /* a full handshake: der/len/fp are its peer's */
     /* not about resumption, but per handshake too: */
-    const struct mtlslb_listener *lst;
+    struct tls_listener *tl;        /* the listener of the handshake */
     unsigned denied : 1;            /* tls_verify_cb refused the certificate (allow) */
+    unsigned chain_bad : 1;         /* ... or its chain (tls_chain_own) */
     char denied_cn[64];
 };
 
@@ -1917,13 +1920,14 @@ static int crl_der_next(const uint8_t *d, size_t len, time_t *out)
 }
 
 /*
- * The earliest nextUpdate among the CRLs in a PEM (or DER) file.  wolfSSL
- * 5.5 refuses to load an expired CRL with a parse error; reading the date
- * here lets the log say "CRL expired" instead.
+ * Call fn on each DER object of a PEM file under "-----BEGIN <label>-----"
+ * (or on the whole file if it is DER).  Returns how many were found, or -1
+ * if the file cannot be read.
  */
-static int crl_next_update(const char *path, time_t *out)
+static int pem_each(const char *path, const char *label,
+                    void (*fn)(const uint8_t *der, size_t len, void *arg), void *arg)
 {
-    static const char begin[] = "-----BEGIN X509 CRL-----";
+    char begin[64], end[64];
     FILE *f = fopen(path, "rb");
     char *buf;
     uint8_t *der;
@@ -1931,7 +1935,6 @@ static int crl_next_update(const char *path, time_t *out)
     const char *p;
     int found = 0;
 
-    *out = 0;
     if (!f)
         return -1;
     buf = malloc(1u << 22);
@@ -1945,26 +1948,102 @@ static int crl_next_update(const char *path, time_t *out)
     len = fread(buf, 1, (1u << 22) - 1, f);
     fclose(f);
     buf[len] = 0;
+    snprintf(begin, sizeof begin, "-----BEGIN %s-----", label);
+    snprintf(end, sizeof end, "-----END %s-----", label);
     if (len && (uint8_t)buf[0] == 0x30) {
-        found = crl_der_next((uint8_t *)buf, len, out) == 0;
+        fn((uint8_t *)buf, len, arg);
+        found = 1;
     } else {
         for (p = strstr(buf, begin); p; p = strstr(p, begin)) {
-            const char *end = strstr(p, "-----END X509 CRL-----");
-            time_t t;
-            size_t n;
-            if (!end)
+            const char *e = strstr(p, end);
+            if (!e)
                 break;
-            p += sizeof begin - 1;
-            n = b64_decode(p, (size_t)(end - p), der);
-            if (crl_der_next(der, n, &t) == 0 && t && (!*out || t < *out))
-                *out = t;
-            found = 1;
-            p = end;
+            p += strlen(begin);
+            fn(der, b64_decode(p, (size_t)(e - p), der), arg);
+            found++;
+            p = e;
         }
     }
     free(buf);
     free(der);
-    return found ? 0 : -1;
+    return found;
+}
+
+static void crl_next_one(const uint8_t *der, size_t len, void *arg)
+{
+    time_t *out = arg, t;
+
+    if (crl_der_next(der, len, &t) == 0 && t && (!*out || t < *out))
+        *out = t;
+}
+
+/*
+ * The earliest nextUpdate among the CRLs in a PEM (or DER) file.  wolfSSL
+ * 5.5 refuses to load an expired CRL with a parse error; reading the date
+ * here lets the log say "CRL expired" instead.
+ */
+static int crl_next_update(const char *path, time_t *out)
+{
+    *out = 0;
+    return pem_each(path, "X509 CRL", crl_next_one, out) > 0 ? 0 : -1;
+}
+
+/* Where a certificate's TBS fields are: each a whole DER TLV (tag, length,
+ * content), through the subjectPublicKeyInfo; end is the TBS's end (the
+ * optional unique IDs and [3] extensions lie between spki's end and it). */
+struct der_span {
+    const uint8_t *p;
+    size_t len;
+};
+
+struct cert_tbs {
+    struct der_span serial, issuer, validity, subject, spki;
+    size_t end;                     /* offset of the TBS's end in the DER */
+    size_t next;                    /* offset just after spki */
+};
+
+static int cert_tbs(const uint8_t *der, size_t len, struct cert_tbs *t)
+{
+    struct der_span *span;
+    size_t pos = 0, l, start;
+    uint8_t tag;
+    int i;
+
+    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||
+        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)
+        return -1;
+    t->end = pos + l;
+    for (i = 0; i < 7; i++) {       /* [0] version, serial, signature, issuer, validity, subject, spki */
+        start = pos;
+        if (der_hdr(der, t->end, &pos, &tag, &l) < 0)
+            return -1;
+        if (i == 0 && tag != 0xa0)
+            i++;                    /* no version: that was the serial */
+        pos += l;
+        span = i == 1 ? &t->serial : i == 3 ? &t->issuer : i == 4 ? &t->validity :
+               i == 5 ? &t->subject : i == 6 ? &t->spki : NULL;
+        if (span) {
+            span->p = der + start;
+            span->len = pos - start;
+        }
+    }
+    t->next = pos;
+    return 0;
+}
+
+/* A certificate's issuer and subject Names, as whole DER TLVs. */
+static int cert_names(const uint8_t *der, size_t len, const uint8_t **iss, size_t *iss_len,
+                      const uint8_t **sub, size_t *sub_len)
+{
+    struct cert_tbs t;
+
+    if (cert_tbs(der, len, &t) < 0)
+        return -1;
+    *iss = t.issuer.p;
+    *iss_len = t.issuer.len;
+    *sub = t.subject.p;
+    *sub_len = t.subject.len;
+    return 0;
 }
 
 static void tls_fmt_time(time_t t, char *out, size_t len)
@@ -2266,29 +2345,21 @@ static int peer_san(const uint8_t *d, size_t len, struct mtlslb_peer *pe)
 int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
 {
     struct mtlslb_identity id;
+    struct cert_tbs t;
     size_t pos = 0, l, tbs_end;
     uint8_t tag;
-    int i;
 
     memset(pe, 0, sizeof *pe);
     if (mtlslb_cert_identity(der, len, &id) < 0)
         return -1;
     memcpy(pe->fingerprint, id.fingerprint, sizeof pe->fingerprint);
     memcpy(pe->serial, id.serial, sizeof pe->serial);
-    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||
-        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)
+    if (cert_tbs(der, len, &t) < 0 ||
+        der_hdr(t.subject.p, t.subject.len, &pos, &tag, &l) < 0 || tag != 0x30 ||
+        peer_name(t.subject.p + pos, l, pe) < 0)
         return -1;
-    tbs_end = pos + l;
-    /* [0] version, serial, signature, issuer, validity, subject, spki */
-    for (i = 0; i < 7; i++) {
-        if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
-            return -1;
-        if (i == 0 && tag != 0xa0)
-            i++;                    /* no version: that was the serial */
-        if (i == 5 && (tag != 0x30 || peer_name(der + pos, l, pe) < 0))
-            return -1;
-        pos += l;
-    }
+    tbs_end = t.end;
+    pos = t.next;
     while (pos < tbs_end) {         /* [1] issuerUID, [2] subjectUID, [3] extensions */
         size_t end, e;
         if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
@@ -2384,41 +2455,6 @@ int mtlslb_identity_allowed(const struct mtlslb_allow *rules, size_t n,
 }
 
 /*
- * A tcp listener's allow lines are checked as wolfSSL verifies the client
- * certificate (the leaf, once the chain is good): a refused certificate
- * fails the handshake with a TLS alert, so nothing is ever relayed.  (An
- * http listener answers 403 instead; see http_access.)  tr->denied tells
- * the handshake's failure from a bad certificate.
- */
-static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
-{
-    WOLFSSL *ssl;
-    struct tls_resume *tr;
-    struct mtlslb_peer pe;
-    size_t i;
-
-    if (!ok || wolfSSL_X509_STORE_CTX_get_error_depth(st) != 0 || !st->certs || st->totalCerts < 1)
-        return ok;
-    ssl = wolfSSL_X509_STORE_CTX_get_ex_data(st, wolfSSL_get_ex_data_X509_STORE_CTX_idx());
-    tr = ssl ? wolfSSL_get_app_data(ssl) : NULL;
-    if (!tr || !tr->lst)
-        return ok;
-    if (mtlslb_cert_peer(st->certs[0].buffer, st->certs[0].length, &pe) == 0 &&
-        mtlslb_identity_allowed(tr->lst->allows, tr->lst->nallows, &pe))
-        return ok;
-    tr->denied = 1;
-    for (i = 0; i < pe.n; i++)
-        if (pe.v[i].field == MTLSLB_ALLOW_CN) {
-            size_t k, m = pe.v[i].len < sizeof tr->denied_cn - 1 ? pe.v[i].len : sizeof tr->denied_cn - 1;
-            for (k = 0; k < m; k++)
-                tr->denied_cn[k] = pe.v[i].p[k] >= 0x20 && pe.v[i].p[k] < 0x7f ? (char)pe.v[i].p[k] : '?';
-            tr->denied_cn[m] = 0;
-            break;
-        }
-    return 0;
-}
-
-/*
  * SPEC 4 wants the alert access_denied after the handshake; wolfSSL 5.5 has
  * no public call to send an alert of the application's choosing.  Its own
  * sender is internal: hidden in a shared libwolfssl (the weak reference
@@ -2444,11 +2480,117 @@ static int tls_alert_denied(WOLFSSL *ssl)
     return -1;
 }
 
-/* The verify callback a listener's contexts get: tls_verify_cb where tcp
- * allow lines are to be checked and no access_denied alert can follow. */
-static VerifyCallback tls_verify_fn(const struct mtlslb_listener *l)
+/* Is this Name (a DER TLV) the subject of a certificate of the ca file? */
+static int tls_ca_has(const struct tls_ctx *x, const uint8_t *name, size_t len)
 {
-    return l->mode == MTLSLB_MODE_TCP && l->nallows && !TLS_CAN_ALERT() ? tls_verify_cb : NULL;
+    size_t pos = 0, start, l;
+    uint8_t tag;
+
+    while (pos < x->ca_names_len) {
+        start = pos;
+        if (der_hdr(x->ca_names, x->ca_names_len, &pos, &tag, &l) < 0)
+            return 0;
+        pos += l;
+        if (pos - start == len && memcmp(x->ca_names + start, name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void tls_ca_name_add(const uint8_t *der, size_t len, void *arg)
+{
+    struct tls_ctx *x = arg;
+    const uint8_t *iss, *sub;
+    size_t il, sl;
+    uint8_t *p;
+
+    if (cert_names(der, len, &iss, &il, &sub, &sl) < 0 ||
+        !(p = realloc(x->ca_names, x->ca_names_len + sl)))
+        return;                     /* wolfSSL refuses such a file anyway */
+    memcpy(p + x->ca_names_len, sub, sl);
+    x->ca_names = p;
+    x->ca_names_len += sl;
+}
+
+/*
+ * Does the chain this client sent lead, by issuer and subject names, from
+ * its leaf through certificates it sent itself to one of the ca file?
+ * wolfSSL 5.5 keeps every intermediate CA certificate a client sends in
+ * the context's store and trusts it for later clients (found by
+ * t_evil_certs: a leaf sent alone was admitted once another client had
+ * sent its intermediates).  wolfSSL has checked the signatures; this makes
+ * each client's chain stand on its own, as SPEC 4 reads.
+ */
+static int tls_chain_own(const struct tls_ctx *x, const WOLFSSL_BUFFER_INFO *certs, int n)
+{
+    const uint8_t *iss, *sub;
+    size_t il, sl;
+    int cur = 0, step, j;
+
+    for (step = 0; step < n; step++) {
+        if (cert_names(certs[cur].buffer, certs[cur].length, &iss, &il, &sub, &sl) < 0)
+            return 0;
+        if (tls_ca_has(x, iss, il))
+            return 1;
+        for (j = 0; j < n; j++) {
+            const uint8_t *ji, *js;
+            size_t jil, jsl;
+            if (j != cur && cert_names(certs[j].buffer, certs[j].length, &ji, &jil, &js, &jsl) == 0 &&
+                jsl == il && memcmp(js, iss, il) == 0)
+                break;
+        }
+        if (j == n)
+            return 0;               /* its issuer is neither sent nor in the ca file */
+        cur = j;
+    }
+    return 0;
+}
+
+static struct tls_ctx *tls_ctx_of(struct tls_listener *t, WOLFSSL *ssl);
+
+/*
+ * Called by wolfSSL for the client's leaf certificate once its chain
+ * verified.  The chain must be the client's own (tls_chain_own).  A tcp
+ * listener's allow lines are checked here too where no access_denied
+ * alert can follow the handshake (TLS_CAN_ALERT): a refused certificate
+ * fails the handshake with a TLS alert, so nothing is ever relayed.  (An
+ * http listener answers 403 instead.)  tr->denied and tr->chain_bad tell
+ * these failures from wolfSSL's own.
+ */
+static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
+{
+    WOLFSSL *ssl;
+    struct tls_resume *tr;
+    const struct mtlslb_listener *l;
+    struct mtlslb_peer pe;
+    size_t i;
+
+    if (!ok || wolfSSL_X509_STORE_CTX_get_error_depth(st) != 0 || !st->certs || st->totalCerts < 1)
+        return ok;
+    ssl = wolfSSL_X509_STORE_CTX_get_ex_data(st, wolfSSL_get_ex_data_X509_STORE_CTX_idx());
+    tr = ssl ? wolfSSL_get_app_data(ssl) : NULL;
+    if (!tr || !tr->tl)
+        return ok;
+    if (!tls_chain_own(tls_ctx_of(tr->tl, ssl), st->certs, st->totalCerts)) {
+        tr->chain_bad = 1;
+        return 0;
+    }
+    l = tr->tl->cfg;
+    if (l->mode != MTLSLB_MODE_TCP || !l->nallows || TLS_CAN_ALERT())
+        return ok;
+    if (mtlslb_cert_peer(st->certs[0].buffer, st->certs[0].length, &pe) == 0 &&
+        mtlslb_identity_allowed(l->allows, l->nallows, &pe))
+        return ok;
+    tr->denied = 1;
+    for (i = 0; i < pe.n; i++)
+        if (pe.v[i].field == MTLSLB_ALLOW_CN) {
+            size_t k, m = pe.v[i].len < sizeof tr->denied_cn - 1 ? pe.v[i].len : sizeof tr->denied_cn - 1;
+            for (k = 0; k < m; k++)
+                tr->denied_cn[k] = pe.v[i].p[k] >= 0x20 && pe.v[i].p[k] < 0x7f ? (char)pe.v[i].p[k] : '?';
+            tr->denied_cn[m] = 0;
+            break;
+        }
+    return 0;
 }
 
 /*
@@ -2680,7 +2822,8 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     if (ca && ca->path) {
         if (tls_readable(r, ca, "ca") < 0)
             return -1;
-        if (wolfSSL_CTX_load_verify_locations(t->ctx, ca->path, NULL) != WOLFSSL_SUCCESS) {
+        if (wolfSSL_CTX_load_verify_locations(t->ctx, ca->path, NULL) != WOLFSSL_SUCCESS ||
+            pem_each(ca->path, "CERTIFICATE", tls_ca_name_add, t) <= 0 || !t->ca_names_len) {
             report_at(r, ca->line, "cannot load ca %s (not PEM CA certificates)", ca->path);
             return -1;
         }
@@ -2698,7 +2841,7 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     }
     if (!ca || !ca->path)
         t->verify = WOLFSSL_VERIFY_NONE;
-    wolfSSL_CTX_set_verify(t->ctx, t->verify, tls_verify_fn(l));
+    wolfSSL_CTX_set_verify(t->ctx, t->verify, tls_verify_cb);
     if (t->verify != WOLFSSL_VERIFY_NONE && tls_load_crls(r, t, crls, ncrls) < 0)
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
@@ -2744,8 +2887,11 @@ static void tls_ctx_free(struct tls_ctx *t)
     if (t->ctx)
         wolfSSL_CTX_free(t->ctx);
     free(t->crls);
+    free(t->ca_names);
     t->ctx = NULL;
     t->crls = NULL;
+    t->ca_names = NULL;
+    t->ca_names_len = 0;
 }
 
 static void tls_listener_free(struct tls_listener *t)
@@ -2903,7 +3049,7 @@ static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg)
             return SSL_TLSEXT_ERR_ALERT_FATAL;
         }
         /* The verify mode does not follow the context switch. */
-        wolfSSL_set_verify(ssl, x->verify, tls_verify_fn(t->cfg));
+        wolfSSL_set_verify(ssl, x->verify, tls_verify_cb);
         return SSL_TLSEXT_ERR_OK;
     }
     if (t->cfg->sni_strict) {
@@ -3155,30 +3301,18 @@ static struct tk_cert *tk_cert_find(const uint8_t *fp)
 /* notAfter of a DER certificate; -1 if it does not parse. */
 static int cert_expiry(const uint8_t *der, size_t len, time_t *out)
 {
-    size_t pos = 0, l, end;
+    struct cert_tbs t;
+    size_t pos = 0, l;
     uint8_t tag;
-    int i;
 
-    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||
-        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)
-        return -1;
-    end = pos + l;
-    for (i = 0; i < 4; i++) {       /* [0] version, serial, signature, issuer */
-        if (der_hdr(der, end, &pos, &tag, &l) < 0)
-            return -1;
-        if (i == 0 && tag != 0xa0)
-            i++;                    /* no version: that was the serial */
-        pos += l;
-    }
-    if (der_hdr(der, end, &pos, &tag, &l) < 0 || tag != 0x30)           /* validity */
-        return -1;
-    end = pos + l;
-    if (der_hdr(der, end, &pos, &tag, &l) < 0)                          /* notBefore */
+    if (cert_tbs(der, len, &t) < 0 ||
+        der_hdr(t.validity.p, t.validity.len, &pos, &tag, &l) < 0 || tag != 0x30 ||
+        der_hdr(t.validity.p, t.validity.len, &pos, &tag, &l) < 0)      /* notBefore */
         return -1;
     pos += l;
-    if (der_hdr(der, end, &pos, &tag, &l) < 0)
+    if (der_hdr(t.validity.p, t.validity.len, &pos, &tag, &l) < 0)      /* notAfter */
         return -1;
-    return der_time(tag, der + pos, l, out);
+    return der_time(tag, t.validity.p + pos, l, out);
 }
 
 /* Remember a client certificate (its fp is its SHA-256).  -1: out of memory
@@ -6488,7 +6622,9 @@ static void conn_handshake(struct conn *c)
         return;
     }
     snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
-    if (c->tr.denied) {             /* tls_verify_cb: allow lines */
+    if (c->tr.chain_bad) {          /* tls_verify_cb: the chain was not the client's own */
+        conn_hs_fail(c, R_UNKNOWN_CA, "\"the chain it sent does not lead to the ca\"");
+    } else if (c->tr.denied) {      /* tls_verify_cb: allow lines */
         str_clean(c->cn, sizeof c->cn, c->tr.denied_cn);
         conn_denied_log(c, c->ls->cfg->allows, c->ls->cfg->nallows, "");
         conn_hs_fail(c, R_DENIED, NULL);
@@ -6640,7 +6776,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
         return NULL;
     }
     wolfSSL_SetIOReadCtx(c->cli.ssl, &c->cli.rd);     /* tls_recv reads for it */
-    c->tr.lst = ls->cfg;
+    c->tr.tl = &ls->tls;
     c->caddr = *ss;
     addr_unmap(&c->caddr);
     addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);
