@@ -81,7 +81,12 @@ for i in ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlis
           "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"):
     want(i, "not offered")
 want("PFS", "offered")
-want("service", ".*certificate-based authentication")       # client certificate demanded
+# Client certificate demanded: testssl says so in its service probe, or -
+# when that probe races the server's refusal (a TLS 1.3 client finishes its
+# side before the server turns it away: "Couldn't determine service") - in
+# the checks the demand stops (secure_client_renego, BREACH).
+if not any(re.search(r"(certificate|x509)-based authentication", e["finding"]) for e in d):
+    bad.append("no finding says a client certificate is demanded")
 want("CRIME_TLS", "not vulnerable")                          # no TLS compression
 want("heartbleed", "not vulnerable")
 want("ROBOT", "not vulnerable")
