@@ -4357,6 +4357,7 @@ struct http_tx {
     unsigned resp_started : 1;      /* the client has (or will get) a head */
     unsigned close_client : 1;
     unsigned srv_keep : 1;          /* the server connection may be reused */
+    unsigned logged : 1;            /* its req line is out */
 };
 
 struct lst_fd {
@@ -4535,6 +4536,8 @@ static void conn_release_server(struct conn *c)
     c->server = NULL;
 }
 
+static void http_log_end(struct conn *c, const char *end);
+
 static void conn_close(struct conn *c, const char *why)
 {
     struct mtlslb *S = c->S;
@@ -4544,6 +4547,8 @@ static void conn_close(struct conn *c, const char *why)
     c->dead = 1;
     if (c->established && !c->http)
         conn_log(c, why);
+    else if (c->http && c->tx.method[0] && !c->tx.logged)
+        http_log_end(c, why);       /* a request cut off: still one req line */
     else if (c->http)
         log_msg(MTLSLB_LOG_DEBUG, "conn %s listener=%s closed: %s", c->peer, c->ls->cfg->name, why);
     side_close(S, &c->cli);
@@ -5982,18 +5987,26 @@ static const struct mtlslb_route *http_route(const struct mtlslb_listener *l, co
     return NULL;
 }
 
-static void http_log(struct conn *c)
+/* The req line of the exchange; end: why it was cut off, or NULL. */
+static void http_log_end(struct conn *c, const char *end)
 {
-    const struct http_tx *t = &c->tx;
+    struct http_tx *t = &c->tx;
     const struct up_server *s = t->server;
 
+    t->logged = 1;
     log_msg(MTLSLB_LOG_INFO, "req %s listener=%s sni=%s cn=%s backend=%s/%s status=%d "
-            "method=%s path=\"%s\" bytes_in=%llu bytes_out=%llu ms=%llu", c->peer,
+            "method=%s path=\"%s\" bytes_in=%llu bytes_out=%llu ms=%llu%s%s%s", c->peer,
             c->ls->cfg->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
             t->up ? t->up->cfg->name : "-", s ? s->cfg->name : "-", t->status,
             t->method[0] ? t->method : "-", t->path, (unsigned long long)(c->bytes_in - t->in0),
             (unsigned long long)(c->bytes_out - t->out0),
-            (unsigned long long)(c->S->now - t->start));
+            (unsigned long long)(c->S->now - t->start), end ? " end=\"" : "", end ? end : "",
+            end ? "\"" : "");
+}
+
+static void http_log(struct conn *c)
+{
+    http_log_end(c, NULL);
 }
 
 static void http_side_reset(struct side *s)
