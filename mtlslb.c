@@ -3397,6 +3397,71 @@ static void tk_aad(uint8_t aad[40], const unsigned char *name, const unsigned ch
 }
 
 /*
+ * TLS 1.2 session ids of full handshakes, with the listener build, sni
+ * name and client certificate they were made under.  A session wolfSSL
+ * resumes from its session cache takes its identity from here, so mtlslb
+ * needs no certificate copies in wolfSSL's sessions (SESSION_CERTS), and
+ * the certificate is checked again (expiry, the CRL in force now).  The
+ * newest TK_SIDS are kept; wolfSSL's own cache is smaller.
+ */
+#define TK_SIDS 1024
+
+struct tk_sid {
+    uint8_t id[32];                 /* TLS session ids are at most 32 bytes */
+    uint8_t len;                    /* 0: a free slot */
+    unsigned sni;
+    uint32_t serial;
+    time_t born;
+    uint8_t fp[TK_FP];              /* zero: no client certificate */
+};
+
+static struct tk_sid *tk_sids;
+static unsigned tk_sid_next;
+
+static const uint8_t *tk_session_id(WOLFSSL *ssl, unsigned *len)
+{
+    WOLFSSL_SESSION *sess = wolfSSL_get_session(ssl);
+    const uint8_t *id;
+
+    *len = 0;
+    if (!sess || !(id = wolfSSL_SESSION_get_id(sess, len)) || *len == 0 || *len > 32)
+        return NULL;
+    return id;
+}
+
+static void tk_sid_put(struct tls_listener *t, WOLFSSL *ssl, const uint8_t fp[TK_FP])
+{
+    unsigned len;
+    const uint8_t *id = tk_session_id(ssl, &len);
+    struct tk_sid *e;
+
+    if (!id || (!tk_sids && !(tk_sids = calloc(TK_SIDS, sizeof *tk_sids))))
+        return;                     /* the session cannot resume with an identity */
+    e = &tk_sids[tk_sid_next++ % TK_SIDS];
+    memcpy(e->id, id, len);
+    e->len = (uint8_t)len;
+    e->serial = t->serial;
+    e->sni = tls_ctx_index(t, tls_ctx_of(t, ssl));
+    e->born = time(NULL);
+    memcpy(e->fp, fp, TK_FP);
+}
+
+static const struct tk_sid *tk_sid_find(struct tls_listener *t, WOLFSSL *ssl)
+{
+    unsigned len, i;
+    const uint8_t *id = tk_session_id(ssl, &len);
+    time_t now = time(NULL);
+
+    for (i = 0; id && tk_sids && i < TK_SIDS; i++) {
+        const struct tk_sid *e = &tk_sids[i];
+        if (e->len == len && memcmp(e->id, id, len) == 0)
+            return e->serial == t->serial && e->sni == tls_ctx_index(t, tls_ctx_of(t, ssl)) &&
+                   now - e->born <= TK_LIFETIME ? e : NULL;
+    }
+    return NULL;
+}
+
+/*
  * The client certificate of a full handshake, taken from wolfSSL once per
  * connection (each wolfSSL_get_peer_certificate decodes a fresh copy, and
  * seeds a random generator for its key): its DER and SHA-256 stay in tr
@@ -3435,13 +3500,23 @@ static int tls_peer_cert(WOLFSSL *ssl, struct tls_resume *tr)
 
 /* The client certificate of this handshake: its SHA-256 into fp (zero if
  * none); it is remembered for resumption.  -1 if it cannot be carried. */
-static int tk_identity(WOLFSSL *ssl, struct tls_resume *tr, uint8_t fp[TK_FP])
+static int tk_identity(struct tls_listener *t, WOLFSSL *ssl, struct tls_resume *tr,
+                       uint8_t fp[TK_FP])
 {
     memset(fp, 0, TK_FP);
     if (!tr)
         return -1;
-    if (wolfSSL_session_reused(ssl) && tr->ok) {
-        memcpy(fp, tr->fp, TK_FP);  /* renewed: the identity of the first handshake */
+    if (wolfSSL_session_reused(ssl)) {
+        const struct tk_sid *sid;
+        if (tr->ok) {
+            memcpy(fp, tr->fp, TK_FP);  /* renewed: the identity of the first handshake */
+            return 0;
+        }
+        /* resumed by session id (wolfSSL's cache): its identity, if known;
+         * else the ticket carries none and opens only where none matters */
+        if (!(sid = tk_sid_find(t, ssl)))
+            return -1;
+        memcpy(fp, sid->fp, TK_FP);
         return 0;
     }
     if (tls_peer_cert(ssl, tr) < 0)
@@ -3467,7 +3542,7 @@ static int tk_seal(struct tls_listener *t, WOLFSSL *ssl, unsigned char *name, un
     memset(name, 0, WOLFSSL_TICKET_NAME_SZ);
     memcpy(name, &TK.key[0].id, 4);
     memcpy(name + 4, &issued, 4);
-    if (*outlen - len >= TK_FP && tk_identity(ssl, tr, fp) == 0) {
+    if (*outlen - len >= TK_FP && tk_identity(t, ssl, tr, fp) == 0) {
         memcpy(buf + len, fp, TK_FP);
         n += TK_FP;
     } else {
@@ -3558,71 +3633,6 @@ static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ
     if (enc)
         return tk_seal(arg, ssl, name, iv, mac, buf, len, outlen);
     return tk_open(arg, ssl, name, iv, mac, buf, len, outlen);
-}
-
-/*
- * TLS 1.2 session ids of full handshakes, with the listener build, sni
- * name and client certificate they were made under.  A session wolfSSL
- * resumes from its session cache takes its identity from here, so mtlslb
- * needs no certificate copies in wolfSSL's sessions (SESSION_CERTS), and
- * the certificate is checked again (expiry, the CRL in force now).  The
- * newest TK_SIDS are kept; wolfSSL's own cache is smaller.
- */
-#define TK_SIDS 1024
-
-struct tk_sid {
-    uint8_t id[32];                 /* TLS session ids are at most 32 bytes */
-    uint8_t len;                    /* 0: a free slot */
-    unsigned sni;
-    uint32_t serial;
-    time_t born;
-    uint8_t fp[TK_FP];              /* zero: no client certificate */
-};
-
-static struct tk_sid *tk_sids;
-static unsigned tk_sid_next;
-
-static const uint8_t *tk_session_id(WOLFSSL *ssl, unsigned *len)
-{
-    WOLFSSL_SESSION *sess = wolfSSL_get_session(ssl);
-    const uint8_t *id;
-
-    *len = 0;
-    if (!sess || !(id = wolfSSL_SESSION_get_id(sess, len)) || *len == 0 || *len > 32)
-        return NULL;
-    return id;
-}
-
-static void tk_sid_put(struct tls_listener *t, WOLFSSL *ssl, const uint8_t fp[TK_FP])
-{
-    unsigned len;
-    const uint8_t *id = tk_session_id(ssl, &len);
-    struct tk_sid *e;
-
-    if (!id || (!tk_sids && !(tk_sids = calloc(TK_SIDS, sizeof *tk_sids))))
-        return;                     /* the session cannot resume with an identity */
-    e = &tk_sids[tk_sid_next++ % TK_SIDS];
-    memcpy(e->id, id, len);
-    e->len = (uint8_t)len;
-    e->serial = t->serial;
-    e->sni = tls_ctx_index(t, tls_ctx_of(t, ssl));
-    e->born = time(NULL);
-    memcpy(e->fp, fp, TK_FP);
-}
-
-static const struct tk_sid *tk_sid_find(struct tls_listener *t, WOLFSSL *ssl)
-{
-    unsigned len, i;
-    const uint8_t *id = tk_session_id(ssl, &len);
-    time_t now = time(NULL);
-
-    for (i = 0; id && tk_sids && i < TK_SIDS; i++) {
-        const struct tk_sid *e = &tk_sids[i];
-        if (e->len == len && memcmp(e->id, id, len) == 0)
-            return e->serial == t->serial && e->sni == tls_ctx_index(t, tls_ctx_of(t, ssl)) &&
-                   now - e->born <= TK_LIFETIME ? e : NULL;
-    }
-    return NULL;
 }
 
 /* Is a remembered certificate still good for a resumed session under this

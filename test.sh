@@ -1006,6 +1006,18 @@ t_resumption() {
             fail "http TLS ${v/_/.} resumed identity" "$(tr '\r\n' '  ' <<<"$out")"
         fi
     done
+    # A session resumed by id, saved again and resumed again (by a ticket if
+    # wolfSSL issued one then, else by id): the identity stays.
+    if [ "${WORKERS:-1}" = 1 ]; then
+        ossl_get "$lp" 1_2 /headers -no_ticket -sess_out "$W/sess.id" >/dev/null
+        ossl_get "$lp" 1_2 /headers -sess_in "$W/sess.id" -sess_out "$W/sess.tk" >/dev/null
+        out=$(ossl_get "$lp" 1_2 /headers -sess_in "$W/sess.tk")
+        if [[ $out == Reused*"HTTP/1.1 200"*"X-Client-Subject: CN=client-good"* ]]; then
+            pass "http, TLS 1.2: a session resumed by id resumes again with the identity"
+        else
+            fail "resumed twice" "$(tr '\r\n' '  ' <<<"$out")"
+        fi
+    fi
     stop_lb
     stop_backend "$bp"
 }
