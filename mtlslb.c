@@ -2200,74 +2200,84 @@ static int id_name(const uint8_t *d, size_t len, struct id_out *o, char *cn, siz
     return 0;
 }
 
-int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity *id)
+/* The content of a TBS field: where it starts in its span, and its length;
+ * -1 if the field is not of tag want. */
+static int cert_field(const struct der_span *f, uint8_t want, size_t *pos, size_t *len)
+{
+    uint8_t tag;
+
+    *pos = 0;
+    return der_hdr(f->p, f->len, pos, &tag, len) < 0 || tag != want ? -1 : 0;
+}
+
+/* notAfter, from the TBS's validity. */
+static int cert_not_after(const struct cert_tbs *t, time_t *out)
+{
+    size_t pos, l, end;
+    uint8_t tag;
+
+    if (cert_field(&t->validity, 0x30, &pos, &l) < 0)
+        return -1;
+    end = pos + l;
+    if (der_hdr(t->validity.p, end, &pos, &tag, &l) < 0)                /* notBefore */
+        return -1;
+    pos += l;
+    if (der_hdr(t->validity.p, end, &pos, &tag, &l) < 0)                /* notAfter */
+        return -1;
+    return der_time(tag, t->validity.p + pos, l, out);
+}
+
+/* The serial (upper-case hex, no leading zero bytes) and the SHA-256 of the
+ * DER (lower-case hex): X-Client-Serial and -Fingerprint, and what allow
+ * serial / fingerprint compare with. */
+static int cert_serial_fp(const uint8_t *der, size_t len, const struct cert_tbs *t,
+                          char *serial, size_t scap, char *fp, size_t fcap)
 {
     struct id_out o;
-    size_t pos = 0, l, tbs_end;
-    uint8_t tag, md[32];
-    time_t t;
+    size_t pos, l, skip = 0;
+    uint8_t md[32];
+
+    if (cert_field(&t->serial, 0x02, &pos, &l) < 0 || l == 0 || l > 64 ||
+        wc_Sha256Hash(der, (word32)len, md) != 0)
+        return -1;
+    while (skip + 1 < l && t->serial.p[pos + skip] == 0)
+        skip++;
+    o.p = serial;
+    o.len = 0;
+    o.cap = scap;
+    id_hex(&o, t->serial.p + pos + skip, l - skip, "0123456789ABCDEF");
+    o.p = fp;
+    o.len = 0;
+    o.cap = fcap;
+    id_hex(&o, md, sizeof md, "0123456789abcdef");
+    return 0;
+}
+
+int mtlslb_cert_identity(const uint8_t *der, size_t len, struct mtlslb_identity *id)
+{
+    struct cert_tbs t;
+    struct id_out o;
+    size_t pos, l;
+    time_t na;
 
     memset(id, 0, sizeof *id);
-    if (der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30 ||          /* Certificate */
-        der_hdr(der, len, &pos, &tag, &l) < 0 || tag != 0x30)            /* TBSCertificate */
+    if (cert_tbs(der, len, &t) < 0 ||
+        cert_serial_fp(der, len, &t, id->serial, sizeof id->serial, id->fingerprint,
+                       sizeof id->fingerprint) < 0 ||
+        cert_not_after(&t, &na) < 0)
         return -1;
-    tbs_end = pos + l;
-    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
-        return -1;
-    if (tag == 0xa0) {                                                    /* [0] version */
-        pos += l;
-        if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
-            return -1;
-    }
-    if (tag != 0x02 || l == 0 || l > 64)                                  /* serialNumber */
-        return -1;
-    o.p = id->serial;
-    o.len = 0;
-    o.cap = sizeof id->serial;
-    {
-        size_t skip = 0;
-        while (skip + 1 < l && der[pos + skip] == 0)
-            skip++;
-        id_hex(&o, der + pos + skip, l - skip, "0123456789ABCDEF");
-    }
-    pos += l;
-    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* signature */
-        return -1;
-    pos += l;
-    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* issuer */
-        return -1;
+    fmt_iso(na, id->not_after, sizeof id->not_after);
     o.p = id->issuer;
     o.len = 0;
     o.cap = sizeof id->issuer;
-    if (id_name(der + pos, l, &o, NULL, 0) < 0)
-        return -1;
-    pos += l;
-    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* validity */
-        return -1;
-    {
-        size_t vp = pos, vend = pos + l, tl;
-        uint8_t tt;
-        if (der_hdr(der, vend, &vp, &tt, &tl) < 0)                        /* notBefore */
-            return -1;
-        vp += tl;
-        if (der_hdr(der, vend, &vp, &tt, &tl) < 0 || der_time(tt, der + vp, tl, &t) < 0)
-            return -1;
-        fmt_iso(t, id->not_after, sizeof id->not_after);
-    }
-    pos += l;
-    if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0 || tag != 0x30)        /* subject */
+    if (cert_field(&t.issuer, 0x30, &pos, &l) < 0 || id_name(t.issuer.p + pos, l, &o, NULL, 0) < 0)
         return -1;
     o.p = id->subject;
     o.len = 0;
     o.cap = sizeof id->subject;
-    if (id_name(der + pos, l, &o, id->cn, sizeof id->cn) < 0)
+    if (cert_field(&t.subject, 0x30, &pos, &l) < 0 ||
+        id_name(t.subject.p + pos, l, &o, id->cn, sizeof id->cn) < 0)
         return -1;
-    if (wc_Sha256Hash(der, (word32)len, md) != 0)
-        return -1;
-    o.p = id->fingerprint;
-    o.len = 0;
-    o.cap = sizeof id->fingerprint;
-    id_hex(&o, md, sizeof md, "0123456789abcdef");
     return 0;
 }
 
@@ -2344,19 +2354,15 @@ static int peer_san(const uint8_t *d, size_t len, struct mtlslb_peer *pe)
 
 int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
 {
-    struct mtlslb_identity id;
     struct cert_tbs t;
-    size_t pos = 0, l, tbs_end;
+    size_t pos, l, tbs_end;
     uint8_t tag;
 
     memset(pe, 0, sizeof *pe);
-    if (mtlslb_cert_identity(der, len, &id) < 0)
-        return -1;
-    memcpy(pe->fingerprint, id.fingerprint, sizeof pe->fingerprint);
-    memcpy(pe->serial, id.serial, sizeof pe->serial);
     if (cert_tbs(der, len, &t) < 0 ||
-        der_hdr(t.subject.p, t.subject.len, &pos, &tag, &l) < 0 || tag != 0x30 ||
-        peer_name(t.subject.p + pos, l, pe) < 0)
+        cert_serial_fp(der, len, &t, pe->serial, sizeof pe->serial, pe->fingerprint,
+                       sizeof pe->fingerprint) < 0 ||
+        cert_field(&t.subject, 0x30, &pos, &l) < 0 || peer_name(t.subject.p + pos, l, pe) < 0)
         return -1;
     tbs_end = t.end;
     pos = t.next;
@@ -3302,17 +3308,8 @@ static struct tk_cert *tk_cert_find(const uint8_t *fp)
 static int cert_expiry(const uint8_t *der, size_t len, time_t *out)
 {
     struct cert_tbs t;
-    size_t pos = 0, l;
-    uint8_t tag;
 
-    if (cert_tbs(der, len, &t) < 0 ||
-        der_hdr(t.validity.p, t.validity.len, &pos, &tag, &l) < 0 || tag != 0x30 ||
-        der_hdr(t.validity.p, t.validity.len, &pos, &tag, &l) < 0)      /* notBefore */
-        return -1;
-    pos += l;
-    if (der_hdr(t.validity.p, t.validity.len, &pos, &tag, &l) < 0)      /* notAfter */
-        return -1;
-    return der_time(tag, t.validity.p + pos, l, out);
+    return cert_tbs(der, len, &t) < 0 ? -1 : cert_not_after(&t, out);
 }
 
 /* Remember a client certificate (its fp is its SHA-256).  -1: out of memory

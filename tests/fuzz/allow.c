@@ -6,7 +6,8 @@
  * itself (ASCII letters without case when icase), decided by dynamic
  * programming.  Then the same bytes go
  * to mtlslb_cert_peer() as a DER certificate: 0 or -1, every value it
- * returns lies inside the input, and its fingerprint is the identity's.
+ * returns lies inside the input, and its fingerprint and serial are the
+ * identity decoder's wherever that decodes the input too.
  */
 #include "fuzz.h"
 
@@ -64,9 +65,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(pe->v[i].field < MTLSLB_ALLOW_FIELDS);
             CHECK(pe->v[i].p >= der && pe->v[i].p + pe->v[i].len <= der + size);
         }
-        CHECK(mtlslb_cert_identity(der, size, id) == 0);
-        CHECK(strcmp(id->fingerprint, pe->fingerprint) == 0);
-        CHECK(strcmp(id->serial, pe->serial) == 0);
+        /* it reads fewer fields than the identity decoder (not the issuer
+         * nor the validity), so it may take what that refuses; where both
+         * decode, serial and fingerprint agree */
+        if (mtlslb_cert_identity(der, size, id) == 0) {
+            CHECK(strcmp(id->fingerprint, pe->fingerprint) == 0);
+            CHECK(strcmp(id->serial, pe->serial) == 0);
+        }
     }
     free(pattern);
     free(value);
