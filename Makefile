@@ -1,7 +1,9 @@
 # mtlslb - see README.  Targets: all (default), static, test, demo, bench,
 # install, clean.  Variables: CC, CROSS_COMPILE, WOLFSSL_PREFIX (an installed
 # wolfSSL), WOLFSSL_SRC (a wolfSSL source tree to build the fast static one
-# from), PREFIX, DESTDIR, SAN=1 (AddressSanitizer + UBSan), BIN.
+# from; SMALL=1 builds it size first), PREFIX, DESTDIR, SAN=1
+# (AddressSanitizer + UBSan), BIN.  Smallest: make static WOLFSSL_SRC=DIR
+# SMALL=1 CC=musl-gcc.
 
 CROSS_COMPILE ?=
 ifeq ($(origin CC),default)
@@ -23,29 +25,50 @@ endif
 WOLFSSL_TRIPLET := $(shell $(CC) -dumpmachine 2>/dev/null)
 
 ifneq ($(WOLFSSL_SRC),)
-# A wolfSSL source tree: build one with only what mtlslb needs, the fast
-# single-precision maths with assembly for the target, single-threaded, and
-# link it in statically (SPEC 10).  Built once per target in build/.
-WOLFSSL_BUILD ?= build/wolfssl-$(or $(WOLFSSL_TRIPLET),native)
+# A wolfSSL source tree: build one with only what mtlslb needs, single-
+# threaded, and link it in statically (SPEC 10).  Built once per target and
+# flavour in build/: fast (default) with the single-precision maths in
+# assembly for the target; SMALL=1 size first (-Os, single-precision C for
+# P-256 and RSA-2048 only, other sizes through the generic maths).  A musl
+# CC (musl-gcc, or a specs file naming musl) gets its own build.
+WOLFSSL_FLAVOUR := $(if $(findstring musl,$(WOLFSSL_TRIPLET)),,$(if $(findstring musl,$(CC)),-musl))$(if $(filter 1,$(SMALL)),-small)
+WOLFSSL_BUILD ?= build/wolfssl-$(or $(WOLFSSL_TRIPLET),native)$(WOLFSSL_FLAVOUR)
 WOLFSSL_LIB := $(abspath $(WOLFSSL_BUILD))/prefix/lib/libwolfssl.a
 WOLFSSL_CFLAGS := -I$(abspath $(WOLFSSL_BUILD))/prefix/include
 WOLFSSL_LIBS := $(WOLFSSL_LIB) -lm
+# The OpenSSL layer without --enable-opensslall: HAVE_STUNNEL gives the
+# servername callback and wolfSSL_set_SSL_CTX, and the peer certificate is
+# kept without its key decoded into EVP/EC_KEY/BIGNUM objects (opensslall
+# did that: 18 KB per connection, for the connection's life).
 WOLFSSL_CONFIGURE := --enable-static --disable-shared --enable-singlethreaded \
 	--enable-tls13 --disable-oldtls --enable-crl --enable-sni --enable-session-ticket \
-	--enable-opensslall --enable-opensslextra --enable-sp=yes \
-	--enable-curve25519 --enable-alpn --enable-altcertchains \
+	--enable-opensslextra --enable-alpn --enable-altcertchains \
 	--disable-examples --disable-crypttests --disable-benchmark
 # What Debian's --enable-distro build has and mtlslb relies on: SAN parsing,
-# per-SSL data, the peer certificate kept, v1 certificates with extensions.
-# getrandom() seeds its random generators: one system call, no descriptor.
-WOLFSSL_SRC_CFLAGS := -O2 -DWOLFSSL_ALT_NAMES -DHAVE_EX_DATA -DKEEP_PEER_CERT -DALLOW_V1_EXTENSIONS \
-	-DWOLFSSL_GETRANDOM -ffunction-sections -fdata-sections
+# per-SSL data, v1 certificates with extensions.  Not KEEP_PEER_CERT: mtlslb
+# keeps the client certificate's DER itself as it is verified, and the
+# decoded copy wolfSSL would keep costs ~4 KB per connection.  getrandom()
+# seeds its random generators: one system call, no descriptor.
+WOLFSSL_SRC_CFLAGS := -DHAVE_STUNNEL -DWOLFSSL_ALT_NAMES -DHAVE_EX_DATA \
+	-DALLOW_V1_EXTENSIONS -DWOLFSSL_GETRANDOM -ffunction-sections -fdata-sections
 # Only the wolfSSL functions mtlslb reaches are linked in.
 LDFLAGS += -Wl,--gc-sections
+ifeq ($(SMALL),1)
+WOLFSSL_CONFIGURE += --enable-sp=smallec256,smallrsa2048 --enable-curve25519=small \
+	--enable-aesgcm=small --disable-dh --disable-sha3
+WOLFSSL_SRC_CFLAGS := -Os $(WOLFSSL_SRC_CFLAGS)
+else
+WOLFSSL_CONFIGURE += --enable-sp=yes --enable-curve25519
+WOLFSSL_SRC_CFLAGS := -O2 $(WOLFSSL_SRC_CFLAGS)
+# x86_64: AES-NI (whose GCM makes its own H, so the per-key 4-bit table,
+# 512 bytes per direction and connection, is never used: aesgcm=small).
+# aarch64: SP assembly only; wolfSSL 5.5.4's --enable-armasm needs the
+# ARMv8 crypto extensions without checking for them (SIGILL on a Pi 3 or 4).
 ifneq ($(filter x86_64-%,$(WOLFSSL_TRIPLET)),)
-WOLFSSL_CONFIGURE += --enable-sp-asm --enable-aesni --enable-intelasm
+WOLFSSL_CONFIGURE += --enable-sp-asm --enable-aesni --enable-intelasm --enable-aesgcm=small
 else ifneq ($(filter aarch64-%,$(WOLFSSL_TRIPLET)),)
-WOLFSSL_CONFIGURE += --enable-sp-asm --enable-armasm
+WOLFSSL_CONFIGURE += --enable-sp-asm
+endif
 endif
 ifneq ($(CROSS_COMPILE),)
 WOLFSSL_CONFIGURE += --host=$(WOLFSSL_TRIPLET)
@@ -61,7 +84,11 @@ endif
 
 # CFLAGS is the caller's (optimisation, target flags: OpenWrt passes its
 # own); the language level and warnings are always added.
+ifeq ($(SMALL),1)
+CFLAGS ?= -Os -g
+else
 CFLAGS ?= -O2 -g
+endif
 MTLSLB_CFLAGS := -std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ifeq ($(SAN),1)
 MTLSLB_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -1763,6 +1763,8 @@ struct tls_resume {
     char denied_cn[64];
 };
 
+static int tls_peer_keep(struct tls_resume *tr, const unsigned char *der, int len);
+
 /* Forget what a ticket or a fetch brought (not the listener, nor a refusal). */
 static void tr_reset(struct tls_resume *tr)
 {
@@ -2581,6 +2583,8 @@ static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
         tr->chain_bad = 1;
         return 0;
     }
+    if (tls_peer_keep(tr, st->certs[0].buffer, (int)st->certs[0].length) < 0)
+        return 0;                   /* memory ran out: refused */
     l = tr->tl->cfg;
     if (l->mode != MTLSLB_MODE_TCP || !l->nallows || TLS_CAN_ALERT())
         return ok;
@@ -3459,12 +3463,29 @@ static const struct tk_sid *tk_sid_find(struct tls_listener *t, WOLFSSL *ssl)
 }
 
 /*
- * The client certificate of a full handshake, taken from wolfSSL once per
- * connection (each wolfSSL_get_peer_certificate decodes a fresh copy, and
- * seeds a random generator for its key): its DER and SHA-256 stay in tr
- * until the identity is decoded.  tr->len 0: none.  -1: it did not come
- * out (or memory ran out).
+ * The client certificate of a full handshake: its DER and SHA-256 stay in
+ * tr until the identity is decoded.  tls_verify_cb keeps the leaf as it is
+ * verified (tls_peer_keep), so wolfSSL need not keep a decoded copy of it
+ * for the connection's life (the WOLFSSL_SRC build has no KEEP_PEER_CERT);
+ * where it does, a client certificate that reached no verification is asked
+ * for once here (each wolfSSL_get_peer_certificate decodes a fresh copy).
+ * tr->len 0: none.  -1: it did not come out (or memory ran out).
  */
+static int tls_peer_keep(struct tls_resume *tr, const unsigned char *der, int len)
+{
+    tr_reset(tr);                   /* a ticket opened, then not resumed: not this one */
+    if (len <= 0 || !(tr->der = malloc((size_t)len)) ||
+        wc_Sha256Hash(der, (word32)len, tr->fp) != 0) {
+        free(tr->der);
+        tr->der = NULL;
+        return -1;
+    }
+    memcpy(tr->der, der, (size_t)len);
+    tr->len = (size_t)len;
+    tr->fetched = 1;
+    return 0;
+}
+
 static int tls_peer_cert(WOLFSSL *ssl, struct tls_resume *tr)
 {
     WOLFSSL_X509 *x;
@@ -3473,25 +3494,16 @@ static int tls_peer_cert(WOLFSSL *ssl, struct tls_resume *tr)
 
     if (tr->fetched)
         return 0;
-    tr_reset(tr);                   /* a ticket opened, then not resumed: not this one */
-    tr->fetched = 1;
+    tr_reset(tr);
     x = wolfSSL_get_peer_certificate(ssl);
-    if (!x)
+    if (!x) {
+        tr->fetched = 1;
         return 0;
+    }
     der = wolfSSL_X509_get_der(x, &len);
-    if (!der || len <= 0 || !(tr->der = malloc((size_t)len)) ||
-        wc_Sha256Hash(der, (word32)len, tr->fp) != 0) {
+    if (!der || tls_peer_keep(tr, der, len) < 0)
         rc = -1;
-    } else {
-        memcpy(tr->der, der, (size_t)len);
-        tr->len = (size_t)len;
-    }
     wolfSSL_X509_free(x);
-    if (rc < 0) {
-        free(tr->der);
-        tr->der = NULL;
-        tr->fetched = 0;
-    }
     return rc;
 }
 
@@ -4310,6 +4322,17 @@ static int obuf_add(struct obuf *o, const char *s, size_t n)
     return 0;
 }
 
+/* A block kept for the connection's life holds no spare room. */
+static void obuf_fit(struct obuf *o)
+{
+    char *p;
+
+    if (o->len && o->len < o->cap && (p = realloc(o->p, o->len))) {
+        o->p = p;
+        o->cap = o->len;
+    }
+}
+
 /* The framing of what is read from a side: how much of its buffer may be
  * passed on.  tcp mode and upgraded connections are tunnels. */
 enum body_kind { BK_NONE, BK_LENGTH, BK_CHUNKED, BK_CLOSE, BK_TUNNEL };
@@ -4399,10 +4422,9 @@ struct conn {
     unsigned tries;                 /* connect attempts made */
     uint64_t start;                 /* monotonic ms */
     uint64_t bytes_in, bytes_out;   /* from the client, to the client */
-    struct sockaddr_storage caddr, laddr;
+    struct sockaddr_storage caddr;
     char peer[INET6_ADDRSTRLEN + 8];
-    char sni[256];
-    char cn[256];
+    char *sni, *cn;                 /* conn_noname until known (conn_name) */
     int has_cert;
     struct tls_resume tr;           /* what a session ticket brought */
     unsigned char *route_ok;        /* http: per route, do its allow lines admit the client */
@@ -4414,6 +4436,9 @@ struct conn {
     unsigned srv_reused : 1;        /* the server connection came from the pool */
     struct conn *next, *prev;
 };
+
+static char conn_noname[1];         /* "": a connection's sni or cn not known */
+static int conn_name(char **dst, const char *src);
 
 
 /* The one object that owns the running process. */
@@ -4590,7 +4615,31 @@ static void conn_free(struct conn *c)
     free(c->xhdrs.p);
     free(c->tr.der);
     free(c->route_ok);
+    if (c->sni != conn_noname)
+        free(c->sni);
+    if (c->cn != conn_noname)
+        free(c->cn);
     free(c);
+}
+
+/* *dst = src with control bytes as '?', cut at 255 bytes: the SNI name or
+ * CN of a connection, allocated to fit (most are far shorter than the
+ * 255-byte limit a fixed array would hold for every connection).  -1 if
+ * memory ran out (*dst unchanged). */
+static int conn_name(char **dst, const char *src)
+{
+    size_t n = 0;
+    char *p;
+
+    while (src[n] && n < 255)
+        n++;
+    if (!(p = malloc(n + 1)))
+        return -1;
+    str_clean(p, n + 1, src);
+    if (*dst != conn_noname)
+        free(*dst);
+    *dst = p;
+    return 0;
 }
 
 /*
@@ -4615,7 +4664,7 @@ static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
     const char *sni = c->cli.ssl ? wolfSSL_get_servername(c->cli.ssl, WOLFSSL_SNI_HOST_NAME) : NULL;
 
     if (sni && !c->sni[0])
-        str_clean(c->sni, sizeof c->sni, sni);
+        (void)conn_name(&c->sni, sni);  /* for the log only: "-" if memory ran out */
     c->ls->hs_fail[r]++;
     conn_linger(c);
     log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
@@ -6521,20 +6570,20 @@ static int conn_identity(struct conn *c, enum tls_reason *why)
     size_t len;
     int rc;
 
-    if (sni)
-        str_clean(c->sni, sizeof c->sni, sni);
-    rc = conn_peer_der(c, &der, &len, why);
+    *why = R_BAD_CERT;
+    rc = sni ? conn_name(&c->sni, sni) : 0;
+    if (rc == 0)
+        rc = conn_peer_der(c, &der, &len, why);
     if (rc == 0 && der) {
         c->has_cert = 1;
         *why = R_BAD_CERT;
-        if (mtlslb_cert_identity(der, len, &id) < 0)
+        if (mtlslb_cert_identity(der, len, &id) < 0 || conn_name(&c->cn, id.cn) < 0)
             rc = -1;
-        else
-            memcpy(c->cn, id.cn, sizeof c->cn);
     }
     if (rc == 0 && c->ls->cfg->mode == MTLSLB_MODE_HTTP) {
         *why = R_BAD_CERT;
         rc = http_client_headers(c, c->has_cert ? &id : NULL, der, len);
+        obuf_fit(&c->xhdrs);
     }
     if (rc == 0 && conn_access(c, c->has_cert ? der : NULL, len) < 0) {
         *why = R_BAD_CERT;
@@ -6577,7 +6626,12 @@ static void conn_handshake_done(struct conn *c)
             wolfSSL_get_version(c->cli.ssl), wolfSSL_get_cipher(c->cli.ssl));
     if (l->send_proxy) {
         struct mtlslb_tls_info ti;
+        struct sockaddr_storage laddr;   /* the address the client reached */
+        socklen_t sl = sizeof laddr;
         int n;
+        memset(&laddr, 0, sizeof laddr);
+        if (getsockname(c->cli.pl.fd, (struct sockaddr *)&laddr, &sl) == 0)
+            addr_unmap(&laddr);
         memset(&ti, 0, sizeof ti);
         ti.version = wolfSSL_get_version(c->cli.ssl);
         ti.cipher = wolfSSL_get_cipher(c->cli.ssl);
@@ -6590,7 +6644,7 @@ static void conn_handshake_done(struct conn *c)
             return;
         }
         n = mtlslb_proxy_header(l->send_proxy, (struct sockaddr *)&c->caddr,
-                                (struct sockaddr *)&c->laddr, &ti, c->cli.buf.data,
+                                (struct sockaddr *)&laddr, &ti, c->cli.buf.data,
                                 MTLSLB_BUF_SIZE);
         if (n < 0) {
             conn_close(c, "cannot build the PROXY header");
@@ -6645,7 +6699,7 @@ static void conn_handshake(struct conn *c)
     if (c->tr.chain_bad) {          /* tls_verify_cb: the chain was not the client's own */
         conn_hs_fail(c, R_UNKNOWN_CA, "\"the chain it sent does not lead to the ca\"");
     } else if (c->tr.denied) {      /* tls_verify_cb: allow lines */
-        str_clean(c->cn, sizeof c->cn, c->tr.denied_cn);
+        (void)conn_name(&c->cn, c->tr.denied_cn);
         conn_denied_log(c, c->ls->cfg->allows, c->ls->cfg->nallows, "");
         conn_hs_fail(c, R_DENIED, NULL);
     } else if (tls_sni_refused(&c->ls->tls, c->cli.ssl))
@@ -6764,7 +6818,6 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
                              const struct sockaddr_storage *ss)
 {
     struct conn *c = calloc(1, sizeof *c);
-    socklen_t sl = sizeof c->laddr;
     int one = 1;
 
     if (!c)
@@ -6774,6 +6827,7 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->gen = S->gen;
     c->start = S->now;
     c->cli.conn = c->srv.conn = c;
+    c->sni = c->cn = conn_noname;
     c->cli.pl.kind = c->srv.pl.kind = PK_SIDE;
     c->cli.pl.slot = c->srv.pl.slot = -1;
     c->cli.pl.fd = c->cli.rd.fd = fd;
@@ -6800,8 +6854,6 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->caddr = *ss;
     addr_unmap(&c->caddr);
     addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);
-    if (getsockname(fd, (struct sockaddr *)&c->laddr, &sl) == 0)
-        addr_unmap(&c->laddr);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->tm.kind = TM_CONN;
     timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_handshake);
