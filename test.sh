@@ -771,9 +771,11 @@ t_tls_options() {
         fail "default ciphers" "a non-ECDHE or non-AEAD suite was accepted, or the default was not"
     fi
     # The server's preference: ChaCha20-Poly1305 where wolfSSL has no AES
-    # instructions (Debian's shared build), AES-GCM where it has (the static
-    # WOLFSSL_SRC build on x86_64), whatever order the client offers.
+    # instructions (Debian's shared build, the SMALL=1 build: TLS_FIRST),
+    # AES-GCM where it has (the static WOLFSSL_SRC build on x86_64),
+    # whatever order the client offers.
     want=AES; ldd "$BIN" 2>/dev/null | grep -q libwolfssl && want=CHACHA20
+    want=${TLS_FIRST:-$want}
     out=$(for v in -tls1_3 -tls1_2; do
         openssl s_client -connect "127.0.0.1:$lp" -cert "$PKI/client.crt" -key "$PKI/client.key" \
             -CAfile "$PKI/ca.crt" $v </dev/null 2>&1 | sed -n 's/^New, TLSv1.*Cipher is //p'
@@ -2090,15 +2092,44 @@ PY
     stop_backend "$bp"
 }
 
+# qemu_check NAME BIN QEMU TRIPLET LIBDIR BACKEND-PORT: a cross-built BIN
+# under qemu-user answers -V and -t and relays one mTLS request (curl with
+# the client certificate) to the backend; its stripped size goes to SIZES,
+# what went wrong to QERR.
+qemu_check() {
+    local name=$1 bin=$2 q=$3 tgt=$4 lib=$5 bp=$6 lp c
+    qrun() { "$q" -L "/usr/$tgt" -E "LD_LIBRARY_PATH=$lib" "$bin" "$@"; }
+    newport lp
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/$name.conf"
+    LB_N=$((LB_N + 1))
+    LB_LOG=$W/lb.$LB_N.log
+    "$q" -L "/usr/$tgt" -E "LD_LIBRARY_PATH=$lib" "$bin" -c "$W/$name.conf" 2>"$LB_LOG" &
+    LB_PID=$!                       # qemu itself (a backgrounded function would be a subshell)
+    wait_port "$lp"
+    c=$(cget "https://localhost:$lp/")
+    if [[ $(qrun -V) == "mtlslb "*" (wolfSSL 5."* ]] &&
+       [ "$(qrun -t -c "$W/$name.conf" 2>&1)" = "configuration OK" ] && [ "$c" = 200 ] &&
+       grep -q "conn 127.0.0.1:.* cn=client-good " <(sleep 0.3; cat "$LB_LOG"); then
+        "$tgt-strip" -o "$bin.stripped" "$bin"
+        SIZES="$SIZES $name=$(stat -c %s "$bin.stripped")"
+        kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
+        return 0
+    fi
+    QERR="curl $c; -V: $(qrun -V 2>&1 | head -1); log: $(tail -3 "$LB_LOG")"
+    kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
+    return 1
+}
+
 # Cross builds for the Raspberry Pi family (aarch64, armhf), dynamic and
 # static, each run under qemu-user: -V, -t, one mTLS request end to end.
 t_cross() {
-    local sys=$ROOT/tests/work/sysroot why a tgt cc bin kind lp bp out c sizes=""
+    local sys=$ROOT/tests/work/sysroot why a tgt q bin kind bp out
+    SIZES=""
     why=$("$ROOT/tests/cross.sh" "$sys") || { pass "cross builds (skipped: $why)"; return; }
     newport bp
     start_backend http "$bp" web1
     for a in arm64 armhf; do
-        if [ $a = arm64 ]; then tgt=aarch64-linux-gnu; cc=qemu-aarch64; else tgt=arm-linux-gnueabihf; cc=qemu-arm; fi
+        if [ $a = arm64 ]; then tgt=aarch64-linux-gnu; q=qemu-aarch64; else tgt=arm-linux-gnueabihf; q=qemu-arm; fi
         for kind in dynamic static; do
             bin=$W/mtlslb-$a-$kind
             out=$(env -u MAKEFLAGS -u MAKELEVEL -u CC make -s -B -C "$ROOT" $([ $kind = static ] && echo static) \
@@ -2107,29 +2138,14 @@ t_cross() {
                 fail "cross $a $kind" "build: $out"
                 continue
             fi
-            qrun() { "$cc" -L "/usr/$tgt" -E "LD_LIBRARY_PATH=$sys/$a/usr/lib/$tgt" "$bin" "$@"; }
-            newport lp
-            conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/cross-$a.conf"
-            LB_N=$((LB_N + 1))
-            LB_LOG=$W/lb.$LB_N.log
-            "$cc" -L "/usr/$tgt" -E "LD_LIBRARY_PATH=$sys/$a/usr/lib/$tgt" "$bin" \
-                -c "$W/cross-$a.conf" 2>"$LB_LOG" &
-            LB_PID=$!
-            wait_port "$lp"
-            c=$(cget "https://localhost:$lp/")
-            if [[ $(qrun -V) == "mtlslb "*" (wolfSSL 5."* ]] &&
-               [ "$(qrun -t -c "$W/cross-$a.conf" 2>&1)" = "configuration OK" ] && [ "$c" = 200 ] &&
-               grep -q "conn 127.0.0.1:.* cn=client-good " <(sleep 0.3; cat "$LB_LOG"); then
-                "$tgt-strip" -o "$bin.stripped" "$bin"
-                sizes="$sizes $a-$kind=$(stat -c %s "$bin.stripped")"
-                pass "cross $a ($tgt) $kind: built here, -V, -t and an mTLS request under $cc"
+            if qemu_check "$a-$kind" "$bin" "$q" "$tgt" "$sys/$a/usr/lib/$tgt" "$bp"; then
+                pass "cross $a ($tgt) $kind: built here, -V, -t and an mTLS request under $q"
             else
-                fail "cross $a $kind" "curl $c; -V: $(qrun -V 2>&1 | head -1)"
+                fail "cross $a $kind" "$QERR"
             fi
-            kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
         done
     done
-    echo "  stripped sizes (bytes):$sizes"
+    echo "  stripped sizes (bytes):$SIZES"
     stop_backend "$bp"
 }
 
@@ -2547,6 +2563,70 @@ t_fast_build() {
     BIN=$keep
 }
 
+# The size-first build (issue 6: at most 1 MB, static, on x86_64 and
+# aarch64): make static WOLFSSL_SRC=DIR SMALL=1 with musl (musl-gcc here,
+# gcc with musl's specs file for aarch64).  The TLS cases run again on the
+# x86_64 one; for aarch64 the small and the fast (SP assembly) WOLFSSL_SRC
+# builds each answer -V, -t and one mTLS request under qemu-user.
+t_small_build() {
+    local src out keep=$BIN sys=$ROOT/tests/work/sysroot why sz bp b flav cc
+    if [ "${MTLSLB_SAN:-0}" = 1 ]; then
+        pass "small build (skipped under SAN=1: the plain run builds and tests it)"; return
+    fi
+    if ! src=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src"); then
+        fail "small build" "no wolfSSL source: $src"; return
+    fi
+    command -v musl-gcc >/dev/null || { fail "small build" "no musl-gcc (tests/deps.sh installs musl-tools)"; return; }
+    out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" static SAN=0 SMALL=1 CC=musl-gcc \
+        BIN="$W/mtlslb-small" WOLFSSL_SRC="$src" 2>&1)
+    if [ ! -x "$W/mtlslb-small" ] || grep -qi "warning\|error" <<<"$out" ||
+       ! file "$W/mtlslb-small" | grep -q "statically linked"; then
+        fail "small build" "$(head -5 <<<"$out") $(file "$W/mtlslb-small" 2>&1)"; return
+    fi
+    strip -o "$W/mtlslb-small.stripped" "$W/mtlslb-small"
+    sz=$(stat -c %s "$W/mtlslb-small.stripped")
+    if [ "$sz" -le 1048576 ]; then
+        pass "make static WOLFSSL_SRC SMALL=1 CC=musl-gcc: x86_64, static, $sz bytes stripped (<= 1 MB)"
+    else
+        fail "small build" "x86_64: $sz bytes stripped, over 1 MB"
+    fi
+    BIN=$W/mtlslb-small TLS_FIRST=CHACHA20    # no AES instructions in it
+    t_client_certs
+    t_allow
+    t_tls_options
+    t_resumption
+    BIN=$keep TLS_FIRST=
+    SIZES=""
+    why=$("$ROOT/tests/cross.sh" "$sys") || { pass "aarch64 small build (skipped: $why)"; return; }
+    newport bp
+    start_backend http "$bp" web1
+    for flav in small fast; do
+        b=$W/mtlslb-a64-$flav
+        cc="aarch64-linux-gnu-gcc -specs=$sys/arm64-musl/musl.specs"
+        [ $flav = fast ] && cc=aarch64-linux-gnu-gcc
+        out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" $([ $flav = small ] && echo "static SMALL=1") SAN=0 \
+            CROSS_COMPILE=aarch64-linux-gnu- CC="$cc" BIN="$b" WOLFSSL_SRC="$src" 2>&1)
+        if [ ! -x "$b" ] || grep -qi "warning\|error" <<<"$out"; then
+            fail "aarch64 $flav WOLFSSL_SRC build" "$(head -5 <<<"$out")"
+            continue
+        fi
+        if ! qemu_check "a64-$flav" "$b" qemu-aarch64 aarch64-linux-gnu /usr/aarch64-linux-gnu/lib "$bp"; then
+            fail "aarch64 $flav WOLFSSL_SRC build" "$QERR"
+            continue
+        fi
+        sz=$(stat -c %s "$b.stripped")
+        if [ $flav = fast ]; then
+            pass "aarch64 fast WOLFSSL_SRC build (SP assembly): -V, -t, an mTLS request under qemu-aarch64 ($sz bytes)"
+        elif [ "$sz" -le 1048576 ] && file "$b" | grep -q "statically linked"; then
+            pass "aarch64 small build (musl, static): $sz bytes stripped (<= 1 MB); -V, -t, an mTLS request under qemu-aarch64"
+        else
+            fail "aarch64 small build" "$sz bytes stripped; $(file "$b")"
+        fi
+    done
+    echo "  stripped sizes (bytes):$SIZES"
+    stop_backend "$bp"
+}
+
 # Sanitizer reports anywhere in mtlslb's logs fail the run.
 t_sanitizers() {
     local bad
@@ -2571,6 +2651,7 @@ t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors 
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
 t_reload t_crl_rotation t_user t_syslog t_allow t_workers t_workers_again t_valgrind t_fuzz_regress t_build t_cross t_openwrt t_fast_build
+t_small_build
 $HOSTILE_TESTS t_sanitizers"
 
 if [ ! -x "$BIN" ]; then

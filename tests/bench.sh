@@ -53,6 +53,14 @@ command -v nginx >/dev/null || { say "bench needs nginx for the backends"; exit 
 make -s BIN="$W/mtlslb-deb" SAN=0 >/dev/null || exit 1
 SRC=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src") && make -s BIN="$W/mtlslb-fast" SAN=0 WOLFSSL_SRC="$SRC" \
     >/dev/null 2>&1 || { say "no WOLFSSL_SRC build: $SRC"; SRC=; }
+# The size-first build: static, musl, wolfSSL -Os with SP C for P-256/RSA-2048.
+SMALLP=
+if [ -n "$SRC" ] && command -v musl-gcc >/dev/null; then
+    make -s static BIN="$W/mtlslb-small" SAN=0 SMALL=1 CC=musl-gcc WOLFSSL_SRC="$SRC" >/dev/null 2>&1 &&
+        SMALLP=$ROOT/build/wolfssl-$(musl-gcc -dumpmachine)-musl-small/prefix
+    [ -n "$SMALLP" ] && musl-gcc -O2 -static -I"$SMALLP/include" -o "$W/hsloop-small" tests/hsloop.c \
+        "$SMALLP/lib/libwolfssl.a" -lm || say "no SMALL=1 build (musl-gcc)"
+fi
 # The library mtlslb-fast links (the Makefile's build/wolfssl-TRIPLET), else any.
 FAST_PREFIX=$ROOT/build/wolfssl-$(cc -dumpmachine 2>/dev/null || echo native)/prefix
 [ -f "$FAST_PREFIX/lib/libwolfssl.a" ] || FAST_PREFIX=$(ls -d "$ROOT"/build/wolfssl-*/prefix 2>/dev/null | head -1)
@@ -159,6 +167,7 @@ start() {
     case $1 in
     mtlslb-deb) taskset -c 0 "$W/mtlslb-deb" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     mtlslb-fast) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
+    mtlslb-small) taskset -c 0 "$W/mtlslb-small" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     # the workers inherit the first process's CPU affinity (CPU 0)
     fast-w2) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb-w2.conf" 2>"$W/srv.log" & ;;
     haproxy) taskset -c 0 haproxy -db -f "$C/haproxy-http.cfg" >"$W/srv.log" 2>&1 & ;;
@@ -309,7 +318,9 @@ run() {
 }
 
 NAMES="mtlslb-deb"
-[ -n "$SRC" ] && NAMES="$NAMES mtlslb-fast fast-w2"
+[ -n "$SRC" ] && NAMES="$NAMES mtlslb-fast"
+[ -x "$W/mtlslb-small" ] && NAMES="$NAMES mtlslb-small"
+[ -n "$SRC" ] && NAMES="$NAMES fast-w2"
 command -v haproxy >/dev/null && NAMES="$NAMES haproxy haproxy-tcp"
 command -v stunnel >/dev/null && NAMES="$NAMES stunnel"
 for n in $NAMES; do say "bench: $n"; run "$n"; done
@@ -318,7 +329,7 @@ for n in $NAMES; do say "bench: $n"; run "$n"; done
 # CPU 0, and loadgen --plain straight to nginx
 say "bench: ceilings"
 HS=
-for lib in fast deb; do
+for lib in fast small deb; do
     [ -x "$W/hsloop-$lib" ] || continue
     for k in pki pki-rsa; do
         HS+="$lib $k $(taskset -c 0 "$W/hsloop-$lib" "$W/$k" --seconds 2 || echo failed)"$'\n'
@@ -370,6 +381,10 @@ printf '    rates, share: > 1 is better).  (b): CPU over every handshake of a ru
 printf '    resumes its previous session (TLS 1.3 tickets; its first handshake is full).  (g): 32\n'
 printf '    keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
 printf '    RSA-2048: server and client certificates and CA RSA-2048 (tests/pki.sh PKI_KEY=rsa2048).\n'
+case " $NAMES " in *" mtlslb-small "*)
+printf 'mtlslb-small: make static WOLFSSL_SRC=DIR SMALL=1 CC=musl-gcc (wolfSSL -Os, single-precision C\n'
+printf '    for P-256 and RSA-2048 only, no assembly; musl; everything linked in).\n'
+esac
 case " $NAMES " in *" fast-w2 "*)
 printf 'fast-w2: mtlslb-fast with `workers 2`, first process and both workers on CPU 0; CPU summed\n'
 printf '    over the three processes; (e) RSS summed too, so pages they share count two or three times.\n'
@@ -383,7 +398,7 @@ grep -q -- ' -' <(for k in a ar ra b br bs c cr d rss e g gr; do for n in $NAMES
 printf '\nCeilings, same machine:\n'
 while read -r lib k line; do
     [ -n "$lib" ] || continue
-    printf '  in-memory mTLS handshakes (tests/hsloop.c), %-4s wolfSSL, %-8s: ' "$lib" \
+    printf '  in-memory mTLS handshakes (tests/hsloop.c), %-5s wolfSSL, %-8s: ' "$lib" \
         "$([ "$k" = pki ] && echo P-256 || echo RSA-2048)"
     if [[ $line == full=* ]]; then
         printf 'server CPU %s us/full, %s us/resumed (%s of %s resumed)\n' "$(field server_us_full "$line")" \
@@ -398,12 +413,29 @@ printf '    loadgen on CPU 1 beside nginx, %s req/s with loadgen on CPU 0\n' "${
 # ---- size: the binaries stripped (a copy), the shared libraries each needs
 # (ldd, less the vDSO), and the libwolfssl.so mtlslb-deb links
 printf '\nSize:\n'
-for b in mtlslb-deb mtlslb-fast; do
+for b in mtlslb-deb mtlslb-fast mtlslb-small; do
     [ -x "$W/$b" ] || continue
     strip -o "$W/$b.stripped" "$W/$b" 2>/dev/null || continue
-    printf '  %-12s %9s bytes stripped; needs %s\n' "$b" "$(stat -c %s "$W/$b.stripped")" \
-        "$(ldd "$W/$b" 2>/dev/null | awk '$1 !~ /^linux-vdso/ { sub(".*/", "", $1); printf "%s%s", s, $1; s = " " }')"
+    needs=$(ldd "$W/$b" 2>/dev/null | awk '$1 !~ /^linux-vdso/ && NF > 1 { sub(".*/", "", $1); printf "%s%s", s, $1; s = " " }')
+    printf '  %-12s %9s bytes stripped; %s\n' "$b" "$(stat -c %s "$W/$b.stripped")" \
+        "$([ -n "$needs" ] && echo "needs $needs" || echo "static: needs nothing")"
 done
+# aarch64 (a Raspberry Pi 3/4/5), cross-built here: the same two WOLFSSL_SRC builds
+if [ -n "$SRC" ] && X=$("$ROOT/tests/cross.sh" "$ROOT/tests/work/sysroot"); then
+    for flav in fast small; do
+        if [ $flav = small ]; then
+            set -- static SMALL=1 CC="aarch64-linux-gnu-gcc -specs=$ROOT/tests/work/sysroot/arm64-musl/musl.specs"
+        else
+            set -- CC=aarch64-linux-gnu-gcc
+        fi
+        make -s "$@" SAN=0 CROSS_COMPILE=aarch64-linux-gnu- WOLFSSL_SRC="$SRC" BIN="$W/a64-$flav" >/dev/null 2>&1 &&
+            aarch64-linux-gnu-strip -o "$W/a64-$flav.stripped" "$W/a64-$flav" &&
+            printf '  %-12s %9s bytes stripped; aarch64, %s\n' "mtlslb-$flav" "$(stat -c %s "$W/a64-$flav.stripped")" \
+                "$([ $flav = small ] && echo "static (musl)" || echo "needs libc (glibc)")"
+    done
+else
+    printf '  aarch64: no cross build (%s)\n' "${X:-no WOLFSSL_SRC}"
+fi
 LIBW=$(ldd "$W/mtlslb-deb" 2>/dev/null | awk '$1 ~ /^libwolfssl\.so/ { print $3; exit }')
 [ -n "$LIBW" ] && LIBW=$(readlink -f "$LIBW") && [ -f "$LIBW" ] &&
     printf '  %-12s %9s bytes (%s, linked by mtlslb-deb)\n' "$(basename "$LIBW")" "$(stat -c %s "$LIBW")" "$LIBW"

@@ -2,7 +2,8 @@
 # tests/cross.sh DIR: make the cross toolchains, qemu-user and a Debian
 # wolfSSL sysroot per target ready for test.sh: DIR/arm64/usr and
 # DIR/armhf/usr (apt-get download + dpkg -x, so no multiarch clash with
-# the host's packages).  Installs what is missing (Debian/Ubuntu, as root).
+# the host's packages), and DIR/arm64-musl (musl's libc for arm64, with a
+# gcc specs file).  Installs what is missing (Debian/Ubuntu, as root).
 # Exit 0 when ready; otherwise prints why on stdout and exits 3.
 set -u
 D=$1
@@ -40,4 +41,19 @@ for a in arm64 armhf; do
     for f in "$D/$a/debs"/*.deb; do dpkg -x "$f" "$D/$a"; done
     : >"$D/$a/.done"
 done
+# musl for arm64 (the size-first static build): its libc and headers under
+# DIR/arm64-musl, and DIR/arm64-musl/musl.specs pointing gcc at them
+# (aarch64-linux-gnu-gcc -specs=...; Debian's specs name /usr paths).
+M=$(cd "$D" && pwd)/arm64-musl
+if [ ! -e "$M/.done" ]; then
+    mkdir -p "$M/debs"
+    if ! (cd "$M/debs" && apt-get download musl:arm64 musl-dev:arm64 >/dev/null 2>&1); then
+        echo "cannot download the arm64 musl packages"
+        exit 3
+    fi
+    for f in "$M/debs"/*.deb; do dpkg -x "$f" "$M"; done
+    : >"$M/.done"
+fi
+sed "s|/usr/include/aarch64-linux-musl|$M/usr/include/aarch64-linux-musl|g; s|/usr/lib/aarch64-linux-musl|$M/usr/lib/aarch64-linux-musl|g" \
+    "$M/usr/lib/aarch64-linux-musl/musl-gcc.specs" >"$M/musl.specs" || exit 3
 exit 0
