@@ -157,6 +157,50 @@ static int fd_nonblock(int fd)
     return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
+/*
+ * Sockets born non-blocking and close-on-exec where socket() and accept4()
+ * take SOCK_NONBLOCK | SOCK_CLOEXEC (Linux, the BSDs, POSIX.1-2024): three
+ * fcntl() calls less per socket.  glibc declares accept4() only for
+ * _GNU_SOURCE, hence the declaration.  Elsewhere fd_nonblock() after.
+ */
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+#define FD_SOCK_FLAGS (SOCK_NONBLOCK | SOCK_CLOEXEC)
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+#endif
+
+#ifndef FD_SOCK_FLAGS
+static int fd_fixup(int fd)
+{
+    if (fd >= 0 && fd_nonblock(fd) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+#endif
+
+/* A TCP socket, non-blocking; -1 with errno set. */
+static int fd_socket(int family)
+{
+#ifdef FD_SOCK_FLAGS
+    return socket(family, SOCK_STREAM | FD_SOCK_FLAGS, 0);
+#else
+    return fd_fixup(socket(family, SOCK_STREAM, 0));
+#endif
+}
+
+/* accept(), the connection non-blocking; -1 with errno set. */
+static int fd_accept(int lfd, struct sockaddr *sa, socklen_t *len)
+{
+#ifdef FD_SOCK_FLAGS
+    return accept4(lfd, sa, len, FD_SOCK_FLAGS);
+#else
+    return fd_fixup(accept(lfd, sa, len));
+#endif
+}
+
 /* "1.2.3.4:80" or "[::1]:80". */
 static void addr_text(const struct sockaddr *sa, char *out, size_t len)
 {
@@ -4095,7 +4139,7 @@ static void hc_start(struct loop *L, uint64_t now, struct up_server *s)
 
     h->started = now;
     h->resp_len = h->req_off = 0;
-    fd = socket(sc->addr.ss_family, SOCK_STREAM, 0);
+    fd = fd_socket(sc->addr.ss_family);
     if (fd < 0) {
         /* Out of descriptors is mtlslb's trouble, not the server's: skip. */
         log_msg(MTLSLB_LOG_DEBUG, "backend %s server %s: check skipped: %s", s->be->name,
@@ -4104,7 +4148,7 @@ static void hc_start(struct loop *L, uint64_t now, struct up_server *s)
         return;
     }
     h->pl.fd = fd;
-    if (fd_nonblock(fd) < 0 || loop_add(L, &h->pl, POLLOUT) < 0) {
+    if (loop_add(L, &h->pl, POLLOUT) < 0) {
         hc_done(L, now, s, 0, "cannot set up the check socket");
         return;
     }
@@ -4439,6 +4483,7 @@ struct conn {
 
 static char conn_noname[1];         /* "": a connection's sni or cn not known */
 static int conn_name(char **dst, const char *src);
+static void conn_rsv_put(struct mtlslb *S, int fd);
 
 
 /* The one object that owns the running process. */
@@ -4478,6 +4523,8 @@ struct mtlslb {
     uint64_t started;
     int spare_fd;                   /* held back for wolfSSL (conn_spare_*) */
     int next_fd;                    /* the next client's server-side socket */
+    int rsv[8];                     /* more such, unused by http clients (conn_rsv_*) */
+    unsigned nrsv;
     struct timer accept_tm, tick_tm, grace_tm;
     int stopping;
     uint64_t now;
@@ -5666,15 +5713,11 @@ static void conn_connect_to(struct conn *c, struct up_server *s)
         c->srv.pl.fd = -1;
     }
     if (c->srv.pl.fd < 0)
-        c->srv.pl.fd = socket(sc->addr.ss_family, SOCK_STREAM, 0);
+        c->srv.pl.fd = fd_socket(sc->addr.ss_family);
     fd = c->srv.pl.fd;
     if (fd < 0) {
         int e = errno;
         conn_close(c, e == EMFILE || e == ENFILE ? "out of file descriptors" : "socket failed");
-        return;
-    }
-    if (fd_nonblock(fd) < 0) {
-        conn_close(c, "fcntl failed");
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -5817,7 +5860,7 @@ static int http_attach_pooled(struct conn *c, struct up_server *s)
     if (fd < 0)
         return -1;
     if (c->srv.pl.fd >= 0)
-        close(c->srv.pl.fd);            /* the socket reserved at accept */
+        conn_rsv_put(c->S, c->srv.pl.fd);   /* the socket reserved at accept, unused */
     c->srv.pl.fd = fd;
     c->srv.ssl = ssl;
     if (loop_add(c->S->loop, &c->srv.pl, POLLIN | POLLOUT) < 0) {
@@ -6801,6 +6844,24 @@ static void conn_spare_release(struct mtlslb *S)
 
 static void conn_out_of_fds(struct mtlslb *S, int err);
 
+/*
+ * Reserved server-side sockets an http client did not use (its request went
+ * over a pooled server connection) wait here for the next clients instead
+ * of being closed: a socket() and a close() less per connection.
+ */
+static void conn_rsv_put(struct mtlslb *S, int fd)
+{
+    if (S->nrsv < sizeof S->rsv / sizeof S->rsv[0])
+        S->rsv[S->nrsv++] = fd;
+    else
+        close(fd);
+}
+
+static int conn_rsv_take(struct mtlslb *S)
+{
+    return S->nrsv > 0 ? S->rsv[--S->nrsv] : fd_socket(AF_INET);
+}
+
 static int conn_spare_take(struct mtlslb *S)
 {
     if (S->spare_fd < 0 && (S->spare_fd = socket(AF_INET, SOCK_STREAM, 0)) < 0) {
@@ -6818,7 +6879,6 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
                              const struct sockaddr_storage *ss)
 {
     struct conn *c = calloc(1, sizeof *c);
-    int one = 1;
 
     if (!c)
         return NULL;
@@ -6854,7 +6914,12 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->caddr = *ss;
     addr_unmap(&c->caddr);
     addr_text((struct sockaddr *)&c->caddr, c->peer, sizeof c->peer);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifndef __linux__                   /* Linux: inherited from the listening socket */
+    {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+#endif
     c->tm.kind = TM_CONN;
     timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_handshake);
     c->next = S->conns;
@@ -6894,6 +6959,8 @@ static void conn_accepting(struct mtlslb *S)
  */
 static void conn_out_of_fds(struct mtlslb *S, int err)
 {
+    while (S->nrsv > 0)                 /* room for the clients it holds */
+        close(S->rsv[--S->nrsv]);
     if (err != EMFILE && err != ENFILE) {
         log_msg(MTLSLB_LOG_ERROR, "cannot open a descriptor: %s", strerror(err));
         err = EMFILE;
@@ -6928,11 +6995,11 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
         }
         if (conn_spare_take(S) < 0)
             return;
-        if (S->next_fd < 0 && (S->next_fd = socket(AF_INET, SOCK_STREAM, 0)) < 0) {
+        if (S->next_fd < 0 && (S->next_fd = conn_rsv_take(S)) < 0) {
             conn_out_of_fds(S, errno);
             return;
         }
-        fd = accept(lf->pl.fd, (struct sockaddr *)&ss, &sl);
+        fd = fd_accept(lf->pl.fd, (struct sockaddr *)&ss, &sl);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -6943,7 +7010,7 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
             }
             return;
         }
-        if (fd_nonblock(fd) < 0 || !conn_new(S, lf->ls, fd, &ss)) {
+        if (!conn_new(S, lf->ls, fd, &ss)) {
             int e = errno;
             close(fd);
             if (e == EMFILE || e == ENFILE) {
@@ -7748,6 +7815,7 @@ static int main_bind(const struct mtlslb_bind *b)
     if (fd < 0)
         return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);    /* Linux: clients inherit it */
 #ifdef SO_REUSEPORT
     if (bind_reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
         e = errno;
@@ -8448,7 +8516,7 @@ int main(int argc, char **argv)
     S.gen = g;
     S.now = S.started = now_ms();
     S.spare_fd = socket(AF_INET, SOCK_STREAM, 0);
-    S.next_fd = socket(AF_INET, SOCK_STREAM, 0);
+    S.next_fd = fd_socket(AF_INET);
     if (S.spare_fd < 0 || S.next_fd < 0 || tk_key_ready(time(NULL)) < 0 ||
         loop_reserve_timers(&L, gen_timers(g, 0)) < 0 ||
         main_signals(&L, &sigp) < 0 || gen_open(g, NULL) < 0 ||
@@ -8484,6 +8552,8 @@ int main(int argc, char **argv)
         close(S.spare_fd);
     if (S.next_fd >= 0)
         close(S.next_fd);
+    while (S.nrsv > 0)
+        close(S.rsv[--S.nrsv]);
     while (S.retired) {
         struct gen *r = S.retired;
         S.retired = r->next;
