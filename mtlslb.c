@@ -69,8 +69,9 @@
 #if !defined(HAVE_SESSION_TICKET)
 #error "mtlslb needs a wolfSSL built with --enable-session-ticket"
 #endif
-#if !defined(KEEP_PEER_CERT)
-#error "mtlslb needs a wolfSSL built with KEEP_PEER_CERT (--enable-opensslall gives it)"
+#if !defined(OPENSSL_ALL) && !defined(HAVE_STUNNEL) && !defined(WOLFSSL_NGINX) && \
+    !defined(WOLFSSL_HAPROXY) && !defined(HAVE_LIGHTY)
+#error "mtlslb needs wolfSSL's servername callback: --enable-opensslall, or --enable-opensslextra with -DHAVE_STUNNEL"
 #endif
 
 /* ======================================================================

@@ -201,9 +201,13 @@ cpu_ms() {
     done
     awk -v t="$t" 'BEGIN { print t * 1000 / '"$(getconf CLK_TCK)"' }'
 }
-# RSS KB summed over procs (shared pages counted in each process)
+# RSS KB summed over procs (shared pages counted in each process); anon_kb:
+# only the private memory (RssAnon: heap, stacks, data), no shared library
+# or executable pages
 rss_kb() { local p; for p in $(procs); do cat "/proc/$p/status" 2>/dev/null; done |
     awk '/^VmRSS/ { t += $2 } END { print t + 0 }'; }
+anon_kb() { local p; for p in $(procs); do cat "/proc/$p/status" 2>/dev/null; done |
+    awk '/^RssAnon/ { t += $2 } END { print t + 0 }'; }
 ng_ms() {
     local p t=0
     for p in $NGINX_W; do
@@ -257,6 +261,7 @@ run() {
     SERVER_NAME=$name
     start "$name" "$W/ec" || { say "$name does not start: $(tail -2 "$W/srv.log")"; stop; return; }
     R[$name,rss]=$(rss_kb)
+    R[$name,anon]=$(anon_kb)
     # (a) full handshakes, one request each, 16 clients
     lgrun --concurrency 16 --requests-per-conn 1 --path /64
     R[$name,a]=$(per 1000 %.0f "$(field handshakes "$OUT")")$SAT
@@ -373,6 +378,7 @@ row "(c) CPU us / keep-alive request (64 B)" c lo
 row "(c) requests/s (32 clients)" cr hi
 row "(d) CPU ms / 100 MB bulk" d lo
 row "(e) RSS idle, KB" rss lo
+row "(e) of which private (RssAnon), KB" anon lo
 row "(e) KB per idle mTLS connection" e lo
 row "(g) CPU us / keep-alive request, 1,000 idle open" g lo
 row "(g) requests/s, 1,000 idle open" gr hi
@@ -392,7 +398,7 @@ esac
 [ -n "$RESPAWN" ] && printf '^   the server'"'"'s processes changed during the run (a worker restarted):%s\n' "$RESPAWN"
 [ -n "$ANYSAT" ] && printf '*   CPU 1 (loadgen + nginx) busy >= 95 %% of the run: the client side set the pace.\n'
 [ -n "$SHORT" ] && printf '!   fewer than 1,000 connections held during (g):%s\n' "$SHORT"
-grep -q -- ' -' <(for k in a ar ra b br bs c cr d rss e g gr; do for n in $NAMES; do
+grep -q -- ' -' <(for k in a ar ra b br bs c cr d rss anon e g gr; do for n in $NAMES; do
     printf ' %s' "${R[$n,$k]:--}"; done; done) &&
     printf -- '-   no figure: the server did not start or the workload failed (see stderr)\n'
 printf '\nCeilings, same machine:\n'
