@@ -1791,6 +1791,7 @@ struct tls_listener {
     struct tls_ctx *sni;
     size_t nsni;
     uint32_t serial;                /* binds tickets to this build of the listener */
+    int rng;                        /* def.ctx has the connections' shared generator */
 };
 
 /* What a session ticket brought to one handshake (see tls_ticket_cb). */
@@ -6895,6 +6896,15 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
     c->srv.pl.fd = S->next_fd;
     S->next_fd = -1;
     conn_spare_release(S);
+#ifdef SINGLE_THREADED
+    /* One random generator per listener, shared by its connections (only a
+     * single-threaded wolfSSL has wolfSSL_CTX_new_rng): none to seed and
+     * self-test per connection (a getrandom() and a Hash_DRBG health test).
+     * Made here, in the process that serves, never before a fork: workers
+     * must not share a generator's state.  Failing, each SSL has its own. */
+    if (!ls->tls.rng && wolfSSL_CTX_new_rng(ls->tls.def.ctx) == WOLFSSL_SUCCESS)
+        ls->tls.rng = 1;
+#endif
     c->cli.ssl = wolfSSL_new(ls->tls.def.ctx);
     conn_spare_take(S);
     if (!c->cli.ssl || wolfSSL_set_fd(c->cli.ssl, fd) != WOLFSSL_SUCCESS ||

@@ -388,8 +388,8 @@ printf '    resumes its previous session (TLS 1.3 tickets; its first handshake i
 printf '    keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
 printf '    RSA-2048: server and client certificates and CA RSA-2048 (tests/pki.sh PKI_KEY=rsa2048).\n'
 case " $NAMES " in *" mtlslb-small "*)
-printf 'mtlslb-small: make static WOLFSSL_SRC=DIR SMALL=1 CC=musl-gcc (wolfSSL -Os, single-precision C\n'
-printf '    for P-256 and RSA-2048 only, no assembly; musl; everything linked in).\n'
+printf 'mtlslb-small: make static WOLFSSL_SRC=DIR SMALL=1 CC=musl-gcc (wolfSSL -Os, single-precision\n'
+printf '    assembly for P-256 and RSA-2048 only, no AES-NI; musl; everything linked in).\n'
 esac
 case " $NAMES " in *" fast-w2 "*)
 printf 'fast-w2: mtlslb-fast with `workers 2`, first process and both workers on CPU 0; CPU summed\n'
