@@ -289,7 +289,7 @@ run() {
     sleep 3
     rss1=$(rss_kb)
     wait "$HOLD"; HOLD=
-    R[$name,e]=$(( (rss1 - rss0) / 1000 ))
+    R[$name,e]=$(awk -v a="$rss0" -v b="$rss1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
     [ "$(procs)" = "$p0" ] || { R[$name,e]+="^"; RESPAWN="$RESPAWN $name"; }
     # (g) (c) again while 1,000 idle mTLS connections are open: a holder
     # loadgen keeps them until its --duration ends; wait until they are all
