@@ -2541,24 +2541,39 @@ EOF
 # build behaves differently (it found the shared cipher-suite list, see
 # tls_own_suites), so the TLS cases run again on it.  Skipped under SAN=1
 # (the plain run covers it) and where the source cannot be fetched.
-t_fast_build() {
-    local src out keep=$BIN
+# wolfssl_src NAME: the wolfSSL source tree for a WOLFSSL_SRC build into
+# src (the caller's local); 1 when test NAME is skipped (SAN=1: the plain
+# run builds and tests it) or failed (no source).
+wolfssl_src() {
     if [ "${MTLSLB_SAN:-0}" = 1 ]; then
-        pass "fast build (skipped under SAN=1: the plain run builds and tests it)"; return
+        pass "$1 (skipped under SAN=1: the plain run builds and tests it)"; return 1
     fi
     if ! src=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src"); then
-        fail "fast build" "no wolfSSL source: $src"; return
+        fail "$1" "no wolfSSL source: $src"; return 1
     fi
+}
+
+# tls_cases_on BIN: the TLS cases again, on another build of mtlslb.
+tls_cases_on() {
+    local keep=$BIN
+    BIN=$1
+    t_client_certs
+    t_allow
+    t_tls_options
+    t_resumption
+    BIN=$keep
+}
+
+t_fast_build() {
+    local src out keep=$BIN
+    wolfssl_src "fast build" || return
     out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" SAN=0 BIN="$W/mtlslb-fast" WOLFSSL_SRC="$src" 2>&1)
     if [ ! -x "$W/mtlslb-fast" ] || grep -qi "warning\|error" <<<"$out" || ldd "$W/mtlslb-fast" | grep -q libwolfssl; then
         fail "fast build" "$(head -5 <<<"$out")"; return
     fi
     pass "make WOLFSSL_SRC builds wolfSSL from source and links it in ($("$W/mtlslb-fast" -V))"
+    tls_cases_on "$W/mtlslb-fast"
     BIN=$W/mtlslb-fast
-    t_client_certs
-    t_allow
-    t_tls_options
-    t_resumption
     t_loadgen
     BIN=$keep
 }
@@ -2569,13 +2584,8 @@ t_fast_build() {
 # x86_64 one; for aarch64 the small and the fast (SP assembly) WOLFSSL_SRC
 # builds each answer -V, -t and one mTLS request under qemu-user.
 t_small_build() {
-    local src out keep=$BIN sys=$ROOT/tests/work/sysroot why sz bp b flav cc
-    if [ "${MTLSLB_SAN:-0}" = 1 ]; then
-        pass "small build (skipped under SAN=1: the plain run builds and tests it)"; return
-    fi
-    if ! src=$("$ROOT/tests/wolfssl-src.sh" "$ROOT/build/src"); then
-        fail "small build" "no wolfSSL source: $src"; return
-    fi
+    local src out sys=$ROOT/tests/work/sysroot why sz bp b flav cc
+    wolfssl_src "small build" || return
     command -v musl-gcc >/dev/null || { fail "small build" "no musl-gcc (tests/deps.sh installs musl-tools)"; return; }
     out=$(env -u MAKEFLAGS -u MAKELEVEL make -s -C "$ROOT" static SAN=0 SMALL=1 CC=musl-gcc \
         BIN="$W/mtlslb-small" WOLFSSL_SRC="$src" 2>&1)
@@ -2590,12 +2600,9 @@ t_small_build() {
     else
         fail "small build" "x86_64: $sz bytes stripped, over 1 MB"
     fi
-    BIN=$W/mtlslb-small TLS_FIRST=CHACHA20    # no AES instructions in it
-    t_client_certs
-    t_allow
-    t_tls_options
-    t_resumption
-    BIN=$keep TLS_FIRST=
+    TLS_FIRST=CHACHA20                  # no AES instructions in it
+    tls_cases_on "$W/mtlslb-small"
+    TLS_FIRST=
     SIZES=""
     why=$("$ROOT/tests/cross.sh" "$sys") || { pass "aarch64 small build (skipped: $why)"; return; }
     newport bp
