@@ -2665,6 +2665,8 @@ struct tls_rd {
     int fd;
     struct buf ra;                  /* read ahead, not yet given to wolfSSL */
     int drained;                    /* the socket had no more: wait for poll() */
+    unsigned more : 1;              /* tls_send: more follows at once (MSG_MORE) */
+    unsigned hold_ticket : 1;       /* tls_send: see there */
 };
 
 static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
@@ -2716,6 +2718,49 @@ static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
     if (rd->ra.len == 0)
         buf_give(&rd->ra);
     return (int)n;
+}
+
+/*
+ * ---- writing to clients: fewer segments ----
+ *
+ * On loopback or a LAN each segment sent costs the sender the receiver's
+ * network stack too (~8 us here), so bytes known to be followed at once by
+ * more are sent with MSG_MORE: Linux keeps a part-filled segment back until
+ * the next send without it, shutdown(), close() or the peer's next segment.
+ * Two cases, both certain to end in a send without the flag:
+ *  - rd->more: the last bytes of an http response on a connection that
+ *    closes after it (relay_step); the close_notify and FIN follow
+ *    (side_shut), so the response, close_notify and FIN leave as one.
+ *  - rd->hold_ticket (http listeners during the handshake): TLS 1.3 sends
+ *    its session ticket just after the client's Finished.  If the
+ *    client's request already came with its Finished, the response follows
+ *    it; the ticket rides with the response.  A client that has sent no
+ *    request yet gets its ticket at once, as before.
+ */
+static int tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
+{
+    struct tls_rd *rd = ctx;
+    int flags = MSG_NOSIGNAL;
+    ssize_t r;
+
+#ifdef MSG_MORE
+    if (rd->more || (rd->hold_ticket && rd->ra.len > 0 && wolfSSL_is_init_finished(ssl)))
+        flags |= MSG_MORE;
+#else
+    (void)ssl;
+#endif
+    do
+        r = send(rd->fd, out, (size_t)sz, flags);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0)
+        return (int)r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return WOLFSSL_CBIO_ERR_WANT_WRITE;
+    if (errno == ECONNRESET)
+        return WOLFSSL_CBIO_ERR_CONN_RST;
+    if (errno == EPIPE)
+        return WOLFSSL_CBIO_ERR_CONN_CLOSE;
+    return WOLFSSL_CBIO_ERR_GENERAL;
 }
 
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
@@ -2901,7 +2946,8 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     if (t->verify != WOLFSSL_VERIFY_NONE && tls_load_crls(r, t, crls, ncrls) < 0)
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
-    wolfSSL_CTX_SetIORecv(t->ctx, tls_recv);   /* set per context: an SNI switch keeps it */
+    wolfSSL_CTX_SetIORecv(t->ctx, tls_recv);   /* set per context: an SNI switch keeps them */
+    wolfSSL_CTX_SetIOSend(t->ctx, tls_send);
     /* A flight of handshake messages in one write, not one each (the
      * server's TLS 1.3 flight was six sends). */
     wolfSSL_CTX_set_group_messages(t->ctx);
@@ -4598,6 +4644,9 @@ static void conn_use_server(struct conn *c, struct up_server *s)
 {
     c->server = s;
     c->tx.server = s;
+    /* A server connection just taken has nothing for us before poll() says
+     * so: a new one has not been asked anything, a pooled one was idle. */
+    c->srv.rd.drained = 1;
     c->srv_in0 = c->bytes_in;
     c->srv_out0 = c->bytes_out;
     s->active++;
@@ -4833,7 +4882,10 @@ static size_t side_write(struct side *s, const uint8_t *p, size_t n, enum io_sta
 static void side_shut(struct side *s)
 {
     if (s->ssl) {
-        int r = wolfSSL_shutdown(s->ssl);
+        int r;
+        s->rd.more = 1;             /* tls_send: the FIN follows (client side) */
+        r = wolfSSL_shutdown(s->ssl);
+        s->rd.more = 0;
         if (r != WOLFSSL_SUCCESS && r != WOLFSSL_SHUTDOWN_NOT_DONE &&
             wolfSSL_get_error(s->ssl, r) == WOLFSSL_ERROR_WANT_WRITE)
             return;             /* retried when the socket is writable */
@@ -4976,6 +5028,35 @@ static void relay_coalesce(struct side *from, struct side *to)
     relay_sent(from, n);
 }
 
+/*
+ * Are these the last bytes for the client before the connection closes
+ * (http_advance closes it as soon as they are out)?  n bytes of the body
+ * in from->buf go with them (0: the generated head and what it took).
+ * Then tls_send may hold them for the close_notify and FIN.
+ */
+static int http_last_write(const struct conn *c, const struct side *from,
+                           const struct side *to, size_t n)
+{
+    const struct body *b = &from->body;
+
+    if (!c->http || to != &c->cli || c->st != CONN_HTTP)
+        return 0;
+    if (c->closing)
+        return 1;                   /* a generated response, then close */
+    if (c->tx.rs != HS_BODY || !(c->tx.close_client || c->cli.eof || c->S->stopping))
+        return 0;                   /* as http_finish decides */
+    switch (b->kind) {
+    case BK_NONE:
+        return 1;
+    case BK_LENGTH:
+        return b->left == n;
+    case BK_CHUNKED:
+        return b->end && b->ready == n;
+    default:
+        return 0;                   /* BK_CLOSE: the end is the server's FIN, not yet seen */
+    }
+}
+
 static int relay_step(struct conn *c, struct side *from, struct side *to)
 {
     struct buf *b = &from->buf;
@@ -5013,8 +5094,10 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
         return moved;                   /* http: no server connection (yet) */
     if (to->out.len > to->out.off && !to->shut) {
         relay_coalesce(from, to);
+        to->rd.more = http_last_write(c, from, to, 0);
         n = side_write(to, (const uint8_t *)to->out.p + to->out.off, to->out.len - to->out.off,
                        &st, &err);
+        to->rd.more = 0;
         if (n > 0) {
             to->out.off += n;
             if (to->out.off == to->out.len)
@@ -5037,7 +5120,9 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
         return -1;
     }
     if (allow > 0 && !to->shut) {
+        to->rd.more = http_last_write(c, from, to, (size_t)allow);
         n = side_write(to, b->data + b->off, (size_t)allow, &st, &err);
+        to->rd.more = 0;
         if (n > 0) {
             b->off += n;
             b->len -= n;
@@ -6721,6 +6806,7 @@ static void conn_handshake(struct conn *c)
     r = wolfSSL_accept(c->cli.ssl);
     if (r == WOLFSSL_SUCCESS) {
         enum tls_reason why = R_BAD_CERT;
+        c->cli.rd.hold_ticket = 0;
         int id = conn_identity(c, &why);
         conn_spare_take(S);
         if (id < 0)
@@ -6796,8 +6882,8 @@ static void conn_event(struct side *s, short revents)
 {
     struct conn *c = s->conn;
 
-    if (revents)
-        s->rd.drained = 0;
+    if (revents & (POLLIN | POLLHUP | POLLERR))
+        s->rd.drained = 0;              /* POLLOUT alone brings nothing to read */
     if (c->dead)
         return;
     switch (c->st) {
@@ -6921,6 +7007,8 @@ static struct conn *conn_new(struct mtlslb *S, struct lst *ls, int fd,
         return NULL;
     }
     wolfSSL_SetIOReadCtx(c->cli.ssl, &c->cli.rd);     /* tls_recv reads for it */
+    wolfSSL_SetIOWriteCtx(c->cli.ssl, &c->cli.rd);    /* tls_send writes */
+    c->cli.rd.hold_ticket = ls->cfg->mode == MTLSLB_MODE_HTTP;
     c->tr.tl = &ls->tls;
     c->caddr = *ss;
     addr_unmap(&c->caddr);

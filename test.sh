@@ -1020,6 +1020,19 @@ t_resumption() {
             fail "resumed twice" "$(tr '\r\n' '  ' <<<"$out")"
         fi
     fi
+    # A request sent in one segment with the client's Finished: mtlslb
+    # holds its TLS 1.3 ticket back (MSG_MORE) to leave with the response,
+    # which ends with close_notify and FIN in the same segment.  The ticket
+    # must arrive all the same, and the response whole.
+    out=$(tlsclient --connect "127.0.0.1:$lp" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+        --ca "$PKI/ca.crt" --servername localhost --tls 1.3 resume --with-finished \
+        --send 'GET /headers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' 2>&1)
+    if [[ $out == "reused yes"*"HTTP/1.1 200"*"X-Client-Subject: CN=client-good"* ]] &&
+       [ "$(grep -c 'req .* status=200 method=GET path="/headers"' "$LB_LOG")" -ge 2 ]; then
+        pass "http, TLS 1.3: a request sent with the Finished gets its response, and the ticket held back for it resumes"
+    else
+        fail "ticket with the response" "$(tr '\r\n' '  ' <<<"$out")"
+    fi
     stop_lb
     stop_backend "$bp"
 }

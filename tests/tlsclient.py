@@ -33,7 +33,10 @@ subcommands
                         server close, e.g. an HTTP request with
                         "Connection: close").  Prints "reused yes|no" and
                         then the second response; exit 0 if the session was
-                        reused, 1 if not.
+                        reused, 1 if not.  --with-finished: STRING goes in
+                        the same segment as the client's Finished (as a
+                        browser's first request often does), so a TLS 1.3
+                        server has the request before it sends its ticket.
 
 --ca F verifies the server chain against F; the host name is checked only
 when --servername is given (which also sets SNI; no --servername = no SNI).
@@ -152,7 +155,8 @@ class TLSConn:
             self.io(want_read=True)
 
     # -- TLS -----------------------------------------------------------
-    def handshake(self):
+    def handshake(self, first=None):
+        """first: application data sent with the Finished, one send()."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -171,6 +175,8 @@ class TLSConn:
                 raise HandshakeFailed(ssl_reason(e))
             except OSError as e:
                 raise HandshakeFailed(str(e))
+        if first:
+            self.obj.write(first)
         self.flush()
         diag("handshake ok: %s %s, session reused: %s" % (
             self.obj.version(), self.obj.cipher()[0], self.obj.session_reused))
@@ -404,11 +410,11 @@ def cmd_raw(args, c):
     return 0 if got else 1
 
 
-def exchange(args, c, msg):
-    """Send msg, then read until the server closes (or, with --half-close,
+def exchange(args, c, msg, sent=False):
+    """Send msg (unless sent with the Finished), then read until the server closes (or, with --half-close,
     after shutting our write side); if the server just goes quiet, stop
     after --timeout and keep what arrived."""
-    got = bytearray(send_all(c, msg))
+    got = bytearray(b"" if sent else send_all(c, msg))
     if args.half_close:
         c.shutdown_write()
     try:
@@ -420,16 +426,16 @@ def exchange(args, c, msg):
 
 def cmd_resume(args, c):
     msg = unescape(args.send)
-    first = exchange(args, c, msg)
+    first = exchange(args, c, msg, args.with_finished)
     diag("first response: %d bytes" % len(first))
     # TLS 1.3 tickets arrive after the handshake; reading the response has
     # processed them, so the session is resumable now.
     sess = c.obj.session
     c.close()
     c2 = TLSConn(args, c.ctx, session=sess)   # same context: required
-    c2.handshake()
+    c2.handshake(msg if args.with_finished else None)
     out("reused %s" % ("yes" if c2.obj.session_reused else "no"))
-    show(exchange(args, c2, msg))
+    show(exchange(args, c2, msg, args.with_finished))
     c2.close()
     return 0 if c2.obj.session_reused else 1
 
@@ -484,6 +490,8 @@ def main():
     s.add_argument("--send", required=True)
     s.add_argument("--half-close", action="store_true",
                    help="shutdown(SHUT_WR) after sending (e.g. for echo)")
+    s.add_argument("--with-finished", action="store_true",
+                   help="send STRING in one segment with the Finished")
     for s in sub.choices.values():
         add_common(s, True)
     args = p.parse_args()
@@ -497,7 +505,8 @@ def main():
                 "hold": cmd_hold, "raw": cmd_raw, "resume": cmd_resume}
     try:
         c = TLSConn(args, make_context(args))
-        c.handshake()
+        c.handshake(unescape(args.send)
+                    if getattr(args, "with_finished", False) else None)
         return handlers[args.cmd](args, c)
     except HandshakeFailed as e:
         out("handshake failed: %s" % e)
