@@ -1154,6 +1154,11 @@ static int cfg_rise_fall(struct cfg_parser *p, int argc, char **argv)
 static int cfg_user(struct cfg_parser *p, int argc, char **argv)
 {
     (void)argc;
+    errno = 0;
+    if (!getpwnam(argv[1])) {       /* -t says so, not the start */
+        cfg_error(p, p->line, "user %s: %s", argv[1], errno ? strerror(errno) : "no such user");
+        return -1;
+    }
     free(p->cfg->global.user);
     if (!(p->cfg->global.user = xstrdup(argv[1]))) {
         cfg_error(p, p->line, "out of memory");
@@ -1492,8 +1497,6 @@ static void cfg_finish(struct cfg_parser *p)
 
     for (i = 0; i < c->nlisteners; i++) {
         struct mtlslb_listener *l = &c->listeners[i];
-        if (l->mode == MTLSLB_MODE_HTTP && l->send_proxy)
-            cfg_error(p, l->line, "listener %s: send-proxy is for mode tcp", l->name);
         if (l->mode == MTLSLB_MODE_TCP && (l->nroutes || l->forward_cert))
             cfg_error(p, l->nroutes ? l->routes[0].line : l->line,
                       "listener %s: %s is for mode http", l->name,
@@ -4150,6 +4153,10 @@ static void hc_done(struct loop *L, uint64_t now, struct up_server *s, int ok, c
 
     hc_close(L, s);
     snprintf(h->last, sizeof h->last, "%s", ok ? "ok" : why);
+    /* strerror()'s "Connection refused" reads "connection refused" here, as
+     * in SPEC 7's example; "TLS: ..." keeps its capitals. */
+    if (isupper((unsigned char)h->last[0]) && islower((unsigned char)h->last[1]))
+        h->last[0] = (char)tolower((unsigned char)h->last[0]);
     h->last_time = time(NULL);
     h->last_ms = (unsigned)(now - h->started);
     if (ok) {
@@ -4164,7 +4171,7 @@ static void hc_done(struct loop *L, uint64_t now, struct up_server *s, int ok, c
         if (++h->fails >= be->fall && s->up) {
             s->up = 0;
             log_msg(MTLSLB_LOG_WARN, "backend %s server %s DOWN: %s (%u/%zu up)", be->name,
-                    s->cfg->name, why, up_count_up(s->ub), s->ub->n);
+                    s->cfg->name, h->last, up_count_up(s->ub), s->ub->n);
         }
     }
     timer_set(L, &h->tm, next > now ? next : now + be->check_interval);
@@ -5751,9 +5758,53 @@ static void conn_srv_handshake(struct conn *c)
     conn_server_failed(c, why);
 }
 
+/*
+ * send-proxy: the PROXY protocol header opens every connection made to a
+ * server, ahead of its TLS if it has any (as haproxy's send-proxy; a
+ * header inside the TLS stream would reach no PROXY-aware server).  A
+ * connection just made has an empty send buffer: one send() takes it all.
+ */
+static int conn_send_proxy(struct conn *c)
+{
+    struct mtlslb_tls_info ti;
+    struct sockaddr_storage laddr;      /* the address the client reached */
+    socklen_t sl = sizeof laddr;
+    uint8_t hdr[MTLSLB_PROXY_MAX];
+    ssize_t n;
+    int len;
+
+    memset(&laddr, 0, sizeof laddr);
+    if (getsockname(c->cli.pl.fd, (struct sockaddr *)&laddr, &sl) == 0)
+        addr_unmap(&laddr);
+    memset(&ti, 0, sizeof ti);
+    ti.version = wolfSSL_get_version(c->cli.ssl);
+    ti.cipher = wolfSSL_get_cipher(c->cli.ssl);
+    ti.cn = c->cn[0] ? c->cn : NULL;
+    ti.sni = c->sni[0] ? c->sni : NULL;
+    ti.has_cert = c->has_cert;
+    ti.verify = 0;
+    len = mtlslb_proxy_header(c->ls->cfg->send_proxy, (struct sockaddr *)&c->caddr,
+                              (struct sockaddr *)&laddr, &ti, hdr, sizeof hdr);
+    if (len < 0) {
+        conn_close(c, "cannot build the PROXY header");
+        return -1;
+    }
+    do
+        n = send(c->srv.pl.fd, hdr, (size_t)len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != len) {
+        conn_server_failed(c, n < 0 ? strerror(errno) : "PROXY header: short write");
+        return -1;
+    }
+    return 0;
+}
+
 static void conn_connected(struct conn *c)
 {
     struct mtlslb *S = c->S;
+
+    if (c->ls->cfg->send_proxy && conn_send_proxy(c) < 0)
+        return;
 
     if (c->server->cfg->tls) {
         conn_spare_release(S);
@@ -5942,8 +5993,11 @@ static void pool_clear(struct mtlslb *S)
 static int http_attach_pooled(struct conn *c, struct up_server *s)
 {
     WOLFSSL *ssl = NULL;
-    int fd = pool_get(c->S, s, &ssl);
+    int fd;
 
+    if (c->ls->cfg->send_proxy)
+        return -1;                  /* its PROXY header names another client */
+    fd = pool_get(c->S, s, &ssl);
     if (fd < 0)
         return -1;
     if (c->srv.pl.fd >= 0)
@@ -6218,7 +6272,8 @@ static void http_release_server(struct conn *c, int reusable)
         return;
     if (c->srv.pl.slot >= 0)
         loop_del(S->loop, &c->srv.pl);
-    if (c->srv.pl.fd >= 0 && reusable && !c->srv.eof && c->srv.buf.len == 0 &&
+    if (c->srv.pl.fd >= 0 && reusable && !c->ls->cfg->send_proxy && !c->srv.eof &&
+        c->srv.buf.len == 0 &&
         c->srv.out.len == 0 && !c->srv.wpending && pool_put(S, s, c->srv.pl.fd, c->srv.ssl) == 0) {
         c->srv.pl.fd = -1;
         c->srv.ssl = NULL;
@@ -6754,34 +6809,6 @@ static void conn_handshake_done(struct conn *c)
     log_msg(MTLSLB_LOG_DEBUG, "handshake ok %s listener=%s sni=%s cn=%s %s %s", c->peer,
             l->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
             wolfSSL_get_version(c->cli.ssl), wolfSSL_get_cipher(c->cli.ssl));
-    if (l->send_proxy) {
-        struct mtlslb_tls_info ti;
-        struct sockaddr_storage laddr;   /* the address the client reached */
-        socklen_t sl = sizeof laddr;
-        int n;
-        memset(&laddr, 0, sizeof laddr);
-        if (getsockname(c->cli.pl.fd, (struct sockaddr *)&laddr, &sl) == 0)
-            addr_unmap(&laddr);
-        memset(&ti, 0, sizeof ti);
-        ti.version = wolfSSL_get_version(c->cli.ssl);
-        ti.cipher = wolfSSL_get_cipher(c->cli.ssl);
-        ti.cn = c->cn[0] ? c->cn : NULL;
-        ti.sni = c->sni[0] ? c->sni : NULL;
-        ti.has_cert = c->has_cert;
-        ti.verify = 0;
-        if (buf_take(&c->cli.buf) < 0) {
-            conn_close(c, "out of memory");
-            return;
-        }
-        n = mtlslb_proxy_header(l->send_proxy, (struct sockaddr *)&c->caddr,
-                                (struct sockaddr *)&laddr, &ti, c->cli.buf.data,
-                                MTLSLB_BUF_SIZE);
-        if (n < 0) {
-            conn_close(c, "cannot build the PROXY header");
-            return;
-        }
-        c->cli.buf.len = (size_t)n;
-    }
     c->up = c->ls->up;
     if (l->mode == MTLSLB_MODE_HTTP) {
         c->http = 1;
@@ -7356,10 +7383,11 @@ static void stats_log(struct mtlslb *S)
             struct shm_srv f;
             stats_srv(S, s, &f);
             fmt_iso(s->hc.last_time, when, sizeof when);
-            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%llu total=%llu "
-                    "connect_failures=%llu bytes_in=%llu bytes_out=%llu check=\"%s\" "
+            log_msg(MTLSLB_LOG_INFO, "stats backend=%s server=%s state=%s active=%llu requests=%llu "
+                    "total=%llu connect_failures=%llu bytes_in=%llu bytes_out=%llu check=\"%s\" "
                     "check_time=%s", s->be->name, s->cfg->name, s->up ? "up" : "down",
                     (unsigned long long)f.active, (unsigned long long)f.total,
+                    (unsigned long long)f.total,
                     (unsigned long long)f.fails,
                     (unsigned long long)f.bytes_in, (unsigned long long)f.bytes_out,
                     s->be->check == MTLSLB_CHECK_NONE ? "none" :
@@ -7466,11 +7494,13 @@ static int stats_json(struct mtlslb *S, struct obuf *o)
             rc |= obuf_str(o, j ? ",{\"name\":" : "{\"name\":") | json_str(o, s->cfg->name);
             rc |= obuf_str(o, ",\"address\":") | json_str(o, s->cfg->addr_text);
             rc |= json_fmt(o, ",\"state\":\"%s\",\"backup\":%s,\"tls\":%s,\"weight\":%u,"
-                           "\"active\":%llu,\"total\":%llu,\"connect_failures\":%llu,"
-                           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"check\":",
+                           "\"active\":%llu,\"requests\":%llu,\"total\":%llu,"
+                           "\"connect_failures\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                           "\"check\":",
                            s->up ? "up" : "down", s->cfg->backup ? "true" : "false",
                            s->cfg->tls ? "true" : "false", s->cfg->weight,
                            (unsigned long long)f.active, (unsigned long long)f.total,
+                           (unsigned long long)f.total,
                            (unsigned long long)f.fails, (unsigned long long)f.bytes_in,
                            (unsigned long long)f.bytes_out);
             if (b->cfg->check == MTLSLB_CHECK_NONE) {

@@ -253,8 +253,8 @@ EOF
     check_bad allow-in-backend 10 "'allow' belongs in a listener section"
     { base; echo "    check http GET healthz"; } >"$d/bad-check.conf"
     check_bad bad-check 10 "check http: bad method 'GET' or path 'healthz'"
-    base | sed 's/^    mode tcp$/    mode http\n    send-proxy v2/' >"$d/proxy-in-http.conf"
-    check_bad proxy-in-http 2 "send-proxy is for mode tcp"
+    base | sed 's/^global$/global\n    user no-such-user-mtlslb/' >"$d/no-user.conf"
+    check_bad no-user 2 "user no-such-user-mtlslb: no such user"
     base | sed 's/^    mode tcp$/    mode http/; s|^    default-backend web$|&\n    route path /x backend nope|' \
         >"$d/route-undefined.conf"
     check_bad route-undefined 8 "undefined backend 'nope'"
@@ -510,6 +510,29 @@ EOF
         fi
         stop_lb
     done
+    # http mode: every request goes over a new server connection that opens
+    # with its client's PROXY header (none is pooled: the header names one
+    # client); two requests on one keep-alive client connection.
+    conf_http "$lp" "backend web
+    server p 127.0.0.1:$bp" | sed 's/^    mode http$/&\n    send-proxy v2/' >"$W/proxy-http.conf"
+    start_lb "$W/proxy-http.conf" || { fail "proxy http" "no mtlslb"; stop_backend "$bp"; return; }
+    body=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" "https://localhost:$lp/a" "https://localhost:$lp/b")
+    if python3 - "$lp" "$body" <<'EOF'
+import json, sys
+port, body = int(sys.argv[1]), sys.argv[2].split("\n")
+js = [json.loads(l) for l in body if l.strip()]
+assert len(js) == 2, js
+for j in js:
+    assert j["version"] == 2 and j["src"] == "127.0.0.1" and j["dport"] == port, j
+    assert j["ssl"]["cn"] == "client-good", j
+EOF
+    then
+        pass "send-proxy v2 in mode http: each request's server connection opens with the client's PROXY header"
+    else
+        fail "send-proxy http" "backend saw: $body"
+    fi
+    stop_lb
     stop_backend "$bp"
 }
 
@@ -860,7 +883,7 @@ t_signals() {
     c=$(cget "https://localhost:$lp/")
     if [ "$c" = 200 ] &&
        grep -q 'stats listener=tls active=0 total=2 handshake_failures: "revoked"=1' "$LB_LOG" &&
-       grep -q "stats backend=web server=a state=up active=0 total=1 " "$LB_LOG" &&
+       grep -q "stats backend=web server=a state=up active=0 requests=1 total=1 " "$LB_LOG" &&
        grep -q "reload: configuration of .* in use" "$LB_LOG"; then
         pass "SIGUSR1 logs the counters; SIGHUP reloads and serving goes on"
     else
@@ -1502,7 +1525,7 @@ t_checks_failover() {
     sleep 1.5
     stop_backend "$b1"
     # fall x interval + timeout + 1 s = 4 s
-    if t=$(wait_log "server a DOWN: Connection refused (1/2 up)" 4); then
+    if t=$(wait_log "server a DOWN: connection refused (1/2 up)" 4); then
         for i in $(seq 6); do c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
             --key "$PKI/client.key" "https://localhost:$lp/"); [ "$c" = two ] || ok=0; done
         [ $ok = 1 ] && pass "check http: a stopped server is DOWN after ${t}s (bound 4 s), all traffic goes to the other" ||
@@ -1552,7 +1575,7 @@ backend tcpchk
     else
         fail "check http 500" "$(grep -E 'DOWN|UP' "$LB_LOG")"
     fi
-    if wait_log "backend tcpchk server closed DOWN: Connection refused (1/2 up)" 3 >/dev/null &&
+    if wait_log "backend tcpchk server closed DOWN: connection refused (1/2 up)" 3 >/dev/null &&
        ! grep -q "server open DOWN" "$LB_LOG"; then
         pass "check tcp: a closed port is DOWN, an open one stays UP"
     else
@@ -1746,11 +1769,11 @@ l = j["listeners"][0]
 assert l["name"] == "https" and l["total"] == 6 and l["active"] == 0, l
 assert l["handshake_failures"]["revoked"] == 1, l
 s = {x["name"]: x for x in j["backends"][0]["servers"]}
-assert s["a"]["state"] == "up" and s["a"]["total"] == 5 and s["a"]["active"] == 0, s["a"]
+assert s["a"]["state"] == "up" and s["a"]["total"] == 5 and s["a"]["requests"] == 5 and s["a"]["active"] == 0, s["a"]
 assert s["a"]["bytes_in"] > 0 and s["a"]["bytes_out"] > 0, s["a"]
 assert s["a"]["check"]["last"] == "ok" and s["a"]["check"]["time"].endswith("Z"), s["a"]
 assert s["gone"]["state"] == "down" and s["gone"]["total"] == 0, s["gone"]
-assert s["gone"]["check"]["last"] == "Connection refused", s["gone"]
+assert s["gone"]["check"]["last"] == "connection refused", s["gone"]
 PY
     then
         pass "GET /stats: JSON (json.tool parses it) with the states and counters of what was done"
@@ -1763,7 +1786,7 @@ PY
         fail "stats health" "health $out, other $c"
     kill -USR1 "$LB_PID"
     sleep 0.2
-    grep -q 'stats backend=web server=gone state=down .* check="Connection refused"' "$LB_LOG" &&
+    grep -q 'stats backend=web server=gone state=down .* check="connection refused"' "$LB_LOG" &&
         pass "SIGUSR1 logs the same figures (state, counters, last check)" ||
         fail "stats SIGUSR1" "$(grep 'stats ' "$LB_LOG")"
     stop_lb
