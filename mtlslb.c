@@ -4485,6 +4485,7 @@ struct http_tx {
     unsigned retryable : 1;         /* idempotent, no body: may go again */
     unsigned resp_started : 1;      /* the client has (or will get) a head */
     unsigned close_client : 1;
+    unsigned head_seen : 1;         /* a byte of the request head has come */
     unsigned srv_keep : 1;          /* the server connection may be reused */
     unsigned logged : 1;            /* its req line is out */
 };
@@ -6355,9 +6356,11 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
             t->path[n] = '?';
     http_host(m, host, sizeof host);
     /* SPEC 4: a Host naming another sni entry than the handshake's is 421,
-     * so one name's CA cannot reach another name's routes. */
+     * so one name's CA cannot reach another name's routes.  Both ways: a
+     * Host that no sni line names belongs to the default certificate, so a
+     * handshake made under an sni line cannot use it either. */
     asked = host[0] ? tls_sni_find(&c->ls->tls, host) : NULL;
-    if (asked && asked->sni != c->hs_sni) {
+    if (host[0] && (asked ? asked->sni : NULL) != c->hs_sni) {
         http_error(c, 421);
         return;
     }
@@ -6532,9 +6535,11 @@ static int http_advance(struct conn *c)
             }
             return 0;
         }
-        if (!t->head_start) {
-            t->head_start = c->S->now;
+        if (!t->head_seen) {
+            t->head_seen = 1;
             t->start = c->S->now;
+            if (!t->head_start)             /* the first request's: the handshake's */
+                t->head_start = c->S->now;
         }
         rc = mtlslb_http_parse_request((const char *)c->cli.buf.data + c->cli.buf.off,
                                        c->cli.buf.len, &m);
@@ -6613,7 +6618,7 @@ static void http_timer(struct conn *c, int moved)
     struct mtlslb *S = c->S;
     const struct http_tx *t = &c->tx;
 
-    if (t->rq == HQ_HEAD && t->rs == HS_NONE && c->cli.buf.len && !c->closing)
+    if (t->rq == HQ_HEAD && t->rs == HS_NONE && t->head_start && !c->closing)
         timer_set(S->loop, &c->tm, t->head_start + S->gen->cfg->global.tmo_request);
     else if (moved || (t->rq == HQ_HEAD && !c->cli.buf.len))
         timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_idle);
@@ -6815,7 +6820,10 @@ static void conn_handshake_done(struct conn *c)
         c->st = CONN_HTTP;
         c->tx.rq = HQ_HEAD;
         c->tx.rs = HS_NONE;
-        c->tx.start = S->now;
+        /* The first request's head is due within timeout request of the
+         * handshake (408 then, as haproxy's timeout http-request); later
+         * ones from their first byte, idle meanwhile (timeout idle). */
+        c->tx.start = c->tx.head_start = S->now;
         http_pump(c);
         return;
     }
@@ -6872,7 +6880,7 @@ static void http_timeout(struct conn *c)
 
     if (c->closing)
         conn_close(c, "idle timeout");
-    else if (t->rq == HQ_HEAD && t->rs == HS_NONE && c->cli.buf.len)
+    else if (t->rq == HQ_HEAD && t->rs == HS_NONE && t->head_start)
         http_error(c, 408);                 /* head not complete in time */
     else if (t->rq == HQ_HEAD && t->rs == HS_NONE)
         conn_close(c, "keep-alive idle timeout");
@@ -7360,7 +7368,11 @@ static void stats_log(struct mtlslb *S)
 {
     size_t i, j;
     char fails[512], when[32];
+    enum mtlslb_level level = log_level;
 
+    /* Asked for by the signal: written at info whatever log-level says. */
+    if (log_level < MTLSLB_LOG_INFO)
+        log_level = MTLSLB_LOG_INFO;
     if (S->shm)
         shm_publish(S);
     for (i = 0; i < S->gen->nls; i++) {
@@ -7393,6 +7405,7 @@ static void stats_log(struct mtlslb *S)
                     s->be->check == MTLSLB_CHECK_NONE ? "none" :
                     s->hc.last_time ? s->hc.last : "pending", when);
         }
+    log_level = level;
 }
 
 /* ---- the stats endpoint: GET /stats, GET /health, plain HTTP ---- */
@@ -8590,21 +8603,29 @@ int main(int argc, char **argv)
     struct pollable sigp;
     struct gen *g;
 
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-            file = argv[++i];
-        } else if (strcmp(argv[i], "-t") == 0) {
+    /* getopt(): -tc FILE and -cFILE as well as -t -c FILE */
+    while ((i = getopt(argc, argv, "c:tVh")) != -1) {
+        switch (i) {
+        case 'c':
+            file = optarg;
+            break;
+        case 't':
             check = 1;
-        } else if (strcmp(argv[i], "-V") == 0) {
+            break;
+        case 'V':
             printf("mtlslb %s (wolfSSL %s)\n", MTLSLB_VERSION, wolfSSL_lib_version());
             return 0;
-        } else if (strcmp(argv[i], "-h") == 0) {
+        case 'h':
             usage(stdout);
             return 0;
-        } else {
+        default:
             usage(stderr);
             return 1;
         }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 1;
     }
     memset(&S, 0, sizeof S);
     memset(&L, 0, sizeof L);

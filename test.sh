@@ -190,6 +190,15 @@ t_sample_conf() {
     else
         fail "sample.conf" "rc=$rc: $out"
     fi
+    # Options as getopt() takes them; anything else is a usage error (1).
+    if [ "$("$BIN" -tc "$d/sample.conf" 2>&1)" = "configuration OK" ] &&
+       [ "$("$BIN" -c"$d/sample.conf" -t 2>&1)" = "configuration OK" ] &&
+       ! "$BIN" -t -c "$d/sample.conf" extra >/dev/null 2>&1 && ! "$BIN" -x >/dev/null 2>&1 &&
+       [ "$("$BIN" -h | head -1)" = "usage: mtlslb [-c FILE] [-t] [-V] [-h]" ]; then
+        pass "options: -tc FILE and -cFILE -t work; an unknown option or operand is a usage error"
+    else
+        fail "options" "$("$BIN" -tc "$d/sample.conf" 2>&1 | head -2)"
+    fi
 }
 
 # check_bad NAME LINE PATTERN: -t on $W/chk/NAME.conf exits 1 naming FILE:LINE.
@@ -912,6 +921,14 @@ t_log_level() {
     else
         fail log-level "curl $c; $(cat "$LB_LOG")"
     fi
+    # SIGUSR1 asks for the stats: written (at info) whatever log-level says.
+    kill -USR1 "$LB_PID"
+    if wait_log "info stats backend=web server=a state=up " 3 >/dev/null &&
+       grep -q " info stats listener=tls " "$LB_LOG"; then
+        pass "log-level warn: SIGUSR1 still writes the stats"
+    else
+        fail "log-level SIGUSR1" "$(tail -3 "$LB_LOG")"
+    fi
     kill -TERM "$LB_PID"; wait "$LB_PID"; LB_PID=
     stop_backend "$bp"
 }
@@ -1307,6 +1324,11 @@ backend app
     c=$(get -o /dev/null -w '%{http_code}' -H "Host: APP.example.com:443" "https://localhost:$lp/")
     [ "$c" = 421 ] && pass "http: Host naming another sni entry than the handshake's gets 421" ||
         fail "http 421" "got $c"
+    # The other way: a handshake under the sni line, a Host of the default
+    # certificate (no sni line names it); the same Host with a port is fine.
+    c="$(get -o /dev/null -w '%{http_code}' -H "Host: localhost" "https://app.example.com:$lp/") $(get -o /dev/null -w '%{http_code}' -H "Host: App.Example.com:$lp" "https://app.example.com:$lp/")"
+    [ "$c" = "421 200" ] && pass "http: a handshake under an sni line, Host of the default certificate: 421" ||
+        fail "http 421 reverse" "got $c"
     stop_lb
     stop_backend "$bw"; stop_backend "$ba"; stop_backend "$bh"
 }
@@ -1346,6 +1368,15 @@ t_http_errors() {
     out=$(hraw "$lp" "GET / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
     [[ $(statuses <<<"$out") == 408 ]] && pass "http: a head not complete within timeout request -> 408" ||
         fail "http 408" "got: $(head -1 <<<"$out")"
+    # SPEC 5 and haproxy's timeout http-request: the first request's head is
+    # due within timeout request of the handshake, even if not a byte came.
+    out=$(hraw "$lp" "" --keep-open)
+    if [[ $(statuses <<<"$out") == 408 ]] &&
+       grep -q 'req .* status=408 method=- .*ms=1[0-9][0-9][0-9]' "$LB_LOG"; then
+        pass "http: a connection that sends nothing after its handshake gets 408 after timeout request"
+    else
+        fail "http 408, silent" "got: $(head -1 <<<"$out"); $(grep 'status=408' "$LB_LOG" | tail -1)"
+    fi
     c=$(cget "https://localhost:$lp/")
     [ "$c" = 200 ] && pass "http: after all that, a good request on a new connection succeeds" ||
         fail "http after errors" "got $c"

@@ -105,10 +105,13 @@ mkconfs() {
     local C=$1 P=$2 mode
     mkdir -p "$C"
     cat "$P/server.crt" "$P/server.key" >"$C/haproxy.pem"
+    # timeout request 60s: idle new connections ((e), (g)) live 60 s, as
+    # haproxy's (timeout client; its http-request timeout follows it).
     cat >"$C/mtlslb.conf" <<EOF
 global
     log-level error
     max-conns 4096
+    timeout request 60s
 listener bench
     bind 127.0.0.1:21443
     mode http
