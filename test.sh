@@ -68,9 +68,10 @@ PY
 # start_backend MODE PORT [NAME]: tests/backend.py, logging to $W/be.PORT.log.
 start_backend() {
     local mode=$1 port=$2 name=${3:-$2}
+    shift 2; [ $# -gt 0 ] && shift     # the rest: more backend.py options
     rm -f "$W/ready.$port" "$W/be.$port.log"
     python3 "$ROOT/tests/backend.py" "$mode" --port "$port" --name "$name" \
-        --log "$W/be.$port.log" --ready "$W/ready.$port" >>"$W/be.$port.out" 2>&1 &
+        --log "$W/be.$port.log" --ready "$W/ready.$port" "$@" >>"$W/be.$port.out" 2>&1 &
     BE_PID[$port]=$!
     wait_file "$W/ready.$port" || echo "  (backend $mode on $port did not start)"
 }
@@ -540,6 +541,21 @@ EOF
         pass "send-proxy v2 in mode http: each request's server connection opens with the client's PROXY header"
     else
         fail "send-proxy http" "backend saw: $body"
+    fi
+    stop_lb
+    stop_backend "$bp"
+    # A tls server: the header comes first, then the TLS handshake (as
+    # haproxy's send-proxy to an ssl server); tcp mode.
+    start_backend proxy "$bp" p --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
+    conf_tcp "$lp" "    server p 127.0.0.1:$bp tls ca $PKI/ca.crt sni localhost" "    send-proxy v1" \
+        >"$W/proxy-tls.conf"
+    start_lb "$W/proxy-tls.conf" || { fail "proxy tls" "no mtlslb"; stop_backend "$bp"; return; }
+    body=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" "https://localhost:$lp/")
+    if python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["tls"] and j["version"] == 1 and j["src"] == "127.0.0.1", j' "$body" 2>/dev/null; then
+        pass "send-proxy to a tls server: the PROXY header precedes the TLS handshake"
+    else
+        fail "send-proxy tls" "backend saw: $body $(tail -2 "$W/be.$bp.log" 2>/dev/null)"
     fi
     stop_lb
     stop_backend "$bp"

@@ -36,7 +36,10 @@ MODE
              "authority":s or null, "alpn":s or null,
              "tlvs":[[type, hex], ...]}
           A malformed header is answered 400 "bad proxy header: REASON".
-          The JSON line is also appended to --log.
+          The JSON line is also appended to --log.  With --tls-cert F
+          --tls-key F the header is followed by TLS (as haproxy's
+          send-proxy to an ssl server): the request is read and the answer
+          sent inside it, and the JSON has "tls": true.
   silent  accepts connections, reads nothing and never answers (504 tests).
   stall   listens with a full accept queue and never accepts, so a connect
           never completes (connect-timeout tests).
@@ -51,6 +54,7 @@ import json
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -511,6 +515,55 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         self.request.sendall(head.encode() + body)
         close_write_and_close(self.request)
 
+    def tls_exchange(self, rest, info):
+        """TLS after the header (rest: bytes already read past it): read
+        the request head inside it, answer with the JSON."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.tls_cert, ARGS.tls_key)
+        inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, outg, server_side=True)
+        inc.write(rest)
+
+        def pump():
+            out = outg.read()
+            if out:
+                self.request.sendall(out)
+
+        def more():
+            data = self.request.recv(65536)
+            if not data:
+                raise OSError("closed during TLS")
+            inc.write(data)
+
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+                more()
+        pump()
+        req = b""
+        while b"\r\n\r\n" not in req:
+            try:
+                req += obj.read(65536)
+            except ssl.SSLWantReadError:
+                pump()
+                more()
+        info["tls"] = True
+        out = json.dumps(info, sort_keys=True)
+        log_line(out)
+        body = (out + "\n").encode()
+        obj.write(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                   "Content-Length: %d\r\nConnection: close\r\n\r\n"
+                   % len(body)).encode() + body)
+        try:
+            obj.unwrap()
+        except ssl.SSLError:
+            pass
+        pump()
+        close_write_and_close(self.request)
+
     def handle(self):
         self.request.settimeout(10)
         try:
@@ -521,6 +574,12 @@ class ProxyHandler(socketserver.BaseRequestHandler):
                 self.reply(400, ("bad proxy header: %s\n" % e).encode())
             except OSError:
                 pass
+            return
+        if ARGS.tls_cert:
+            try:
+                self.tls_exchange(rest, info)
+            except (OSError, ssl.SSLError) as e:
+                log_line("tls after the proxy header: %s" % e)
             return
         # The rest of the stream is normally an HTTP request: wait for the
         # end of its header (or EOF / timeout) before answering.
@@ -590,6 +649,8 @@ def main():
                    help="http mode: the name answered in every body")
     p.add_argument("--log", help="append one line per request to FILE")
     p.add_argument("--ready", help="create FILE once listening")
+    p.add_argument("--tls-cert", help="proxy mode: TLS after the header, this certificate")
+    p.add_argument("--tls-key", help="proxy mode: ... and this key")
     ARGS = p.parse_args()
 
     def stop(signum, frame):
