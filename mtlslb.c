@@ -898,6 +898,7 @@ static const char *const cfg_allow_fields[MTLSLB_ALLOW_FIELDS] = {
 static char *cfg_allow_hex(const char *s, int fingerprint)
 {
     size_t n = 0, i;
+    int glob = 0;
     char *o = malloc(strlen(s) + 2);
 
     if (!o)
@@ -905,18 +906,22 @@ static char *cfg_allow_hex(const char *s, int fingerprint)
     for (i = 0; s[i]; i++) {
         if (s[i] == ':')
             continue;
-        if (!isxdigit((unsigned char)s[i])) {
+        if (s[i] == '*')
+            glob = 1;
+        else if (!isxdigit((unsigned char)s[i])) {
             free(o);
             return NULL;
         }
         o[n++] = (char)toupper((unsigned char)s[i]);
     }
     o[n] = 0;
-    if (fingerprint ? n != 64 : n == 0 || n > 128) {
+    /* A glob ("AB12*") matches the value as written: no length rule, no
+     * leading zeros dropped. */
+    if (glob ? n > 128 : fingerprint ? n != 64 : n == 0 || n > 128) {
         free(o);
         return NULL;
     }
-    if (!fingerprint) {         /* as the DER's bytes: even length, no leading zero byte */
+    if (!fingerprint && !glob) {         /* as the DER's bytes: even length, no leading zero byte */
         if (n % 2) {
             memmove(o + 1, o, n + 1);
             o[0] = '0';
@@ -978,8 +983,8 @@ static int cfg_allow_add(struct cfg_parser *p, struct mtlslb_allow **v, size_t *
             pat = cfg_allow_hex(argv[i], f == MTLSLB_ALLOW_FINGERPRINT);
             if (!pat) {
                 cfg_error(p, p->line, f == MTLSLB_ALLOW_FINGERPRINT ?
-                          "allow fingerprint: '%s' is not a SHA-256 in hex (64 digits, colons optional)" :
-                          "allow serial: '%s' is not a serial number in hex", argv[i]);
+                          "allow fingerprint: '%s' is not a SHA-256 in hex (64 digits, colons optional, or a * glob)" :
+                          "allow serial: '%s' is not a serial number in hex (or a * glob)", argv[i]);
                 return -1;
             }
         } else if (!(pat = xstrdup(argv[i]))) {
@@ -2497,7 +2502,9 @@ int mtlslb_identity_allowed(const struct mtlslb_allow *rules, size_t n,
             const char *pat = a->patterns[k];
             if (a->field == MTLSLB_ALLOW_FINGERPRINT || a->field == MTLSLB_ALLOW_SERIAL) {
                 const char *have = a->field == MTLSLB_ALLOW_FINGERPRINT ? pe->fingerprint : pe->serial;
-                if (*have && strcasecmp(pat, have) == 0)
+                if (*have && (strchr(pat, '*') ?
+                              mtlslb_allow_match(pat, (const uint8_t *)have, strlen(have), 1) :
+                              strcasecmp(pat, have) == 0))
                     return 1;
                 continue;
             }

@@ -2495,10 +2495,15 @@ t_allow() {
     start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
     out="$out $(aget device-2 "https://localhost:$hp/")$(aget admin "https://localhost:$hp/")"
     stop_lb
-    if [ "$out" = "200403200000 200403 200403" ]; then
-        pass "allow san-uri spiffe://edge/* and allow fingerprint (colons or not, any case) admit exactly the matching certificate"
+    # SPEC 4: any field's pattern may be a * glob: the first 4 bytes.
+    allow_conf "fingerprint $(cut -c1-11 <<<"$fp" | tr A-F a-f)*"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$out $(aget device-2 "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/")"
+    stop_lb
+    if [ "$out" = "200403200000 200403 200403 200403" ]; then
+        pass "allow san-uri spiffe://edge/* and allow fingerprint (colons or not, any case, a * glob) admit exactly the matching certificate"
     else
-        fail "allow san-uri / fingerprint" "$out (want 200403200000 200403 200403)"
+        fail "allow san-uri / fingerprint" "$out (want 200403200000 200403 200403 200403)"
     fi
     # Route rules: /admin only for CN admin, / for everyone; no fall-through.
     {
