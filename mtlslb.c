@@ -1791,6 +1791,7 @@ struct tls_ctx {
     int verify;                     /* wolfSSL verify mode */
     struct tls_crl *crls;
     size_t ncrls;
+    int reload_failed;              /* tls_ctx_reload: failed, said so, retries quietly */
 };
 
 struct tls_listener {
@@ -3075,7 +3076,6 @@ static void tls_ctx_reload(struct tls_listener *t, struct tls_ctx *x)
 {
     struct tls_ctx n;
     struct report r;
-    size_t i;
 
     memset(&n, 0, sizeof n);
     memset(&r, 0, sizeof r);
@@ -3083,12 +3083,20 @@ static void tls_ctx_reload(struct tls_listener *t, struct tls_ctx *x)
     r.fn = tls_log_report;
     r.arg = "CRL reload: ";
     r.file = "(CRL watch)";
+    /*
+     * A failure (a CRL half written, a certificate renewed before its key)
+     * is tried again at every watch until it loads: a new CRL must not be
+     * lost because something else was briefly wrong.  Said once.
+     */
+    if (x->reload_failed)
+        r.fn = NULL;
     if (tls_ctx_make(&r, t, &n) < 0) {
         tls_ctx_free(&n);
-        for (i = 0; i < x->ncrls; i++)
-            tls_crl_stamp(&x->crls[i]);     /* not again until the file changes again */
-        log_msg(MTLSLB_LOG_ERROR, "listener %s%s%s: the new CRL was not loaded; the previous "
-                "one stays in use", t->cfg->name, x->sni ? " sni " : "", x->sni ? x->sni->name : "");
+        if (!x->reload_failed)
+            log_msg(MTLSLB_LOG_ERROR, "listener %s%s%s: the new CRL was not loaded; the previous "
+                    "one stays in use until it loads (tried again every 10 s)", t->cfg->name,
+                    x->sni ? " sni " : "", x->sni ? x->sni->name : "");
+        x->reload_failed = 1;
         return;
     }
     tls_ctx_free(x);
