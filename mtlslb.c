@@ -4662,9 +4662,49 @@ static void side_close(struct mtlslb *S, struct side *s)
 
 /* The single exit of a connection.  Memory is freed after the current loop
  * iteration, so pointers the loop still holds stay valid. */
+/*
+ * A connection made under an earlier generation (before a SIGHUP) counts
+ * on that generation's objects, which go when its last connection does,
+ * and /stats shows the running one only.  So what such a connection adds
+ * or takes away goes to the running generation's same server or listener
+ * too (matched as gen_carry matches); NULL when there is none.
+ */
+static struct up_server *srv_running(const struct conn *c, const struct up_server *s)
+{
+    const struct gen *g = c->S->gen;
+    size_t i, j;
+
+    if (c->gen == g)
+        return NULL;
+    for (i = 0; i < g->nups; i++)
+        if (strcmp(g->ups[i].cfg->name, s->be->name) == 0)
+            for (j = 0; j < g->ups[i].n; j++) {
+                struct up_server *o = &g->ups[i].srv[j];
+                if (strcmp(o->cfg->name, s->cfg->name) == 0 &&
+                    strcmp(o->cfg->addr_text, s->cfg->addr_text) == 0)
+                    return o;
+            }
+    return NULL;
+}
+
+static struct lst *lst_running(const struct conn *c)
+{
+    const struct gen *g = c->S->gen;
+    size_t i;
+
+    if (c->gen == g)
+        return NULL;
+    for (i = 0; i < g->nls; i++)
+        if (strcmp(g->ls[i].cfg->name, c->ls->cfg->name) == 0)
+            return &g->ls[i];
+    return NULL;
+}
+
 /* Take a server for this connection (tcp) or request (http). */
 static void conn_use_server(struct conn *c, struct up_server *s)
 {
+    struct up_server *o = srv_running(c, s);
+
     c->server = s;
     c->tx.server = s;
     /* A server connection just taken has nothing for us before poll() says
@@ -4674,18 +4714,28 @@ static void conn_use_server(struct conn *c, struct up_server *s)
     c->srv_out0 = c->bytes_out;
     s->active++;
     s->total++;
+    if (o) {
+        o->active++;
+        o->total++;
+    }
 }
 
 /* Give it back, with the bytes it carried. */
 static void conn_release_server(struct conn *c)
 {
-    struct up_server *s = c->server;
+    struct up_server *s = c->server, *o;
 
     if (!s)
         return;
     s->active--;
     s->bytes_in += c->bytes_in - c->srv_in0;
     s->bytes_out += c->bytes_out - c->srv_out0;
+    if ((o = srv_running(c, s)) != NULL) {
+        if (o->active)              /* 0: it came back in a later reload */
+            o->active--;
+        o->bytes_in += c->bytes_in - c->srv_in0;
+        o->bytes_out += c->bytes_out - c->srv_out0;
+    }
     c->server = NULL;
 }
 
@@ -4709,6 +4759,11 @@ static void conn_close(struct conn *c, const char *why)
     timer_del(S->loop, &c->tm);
     conn_release_server(c);
     c->ls->active--;
+    {
+        struct lst *l = lst_running(c);
+        if (l && l->active)
+            l->active--;
+    }
     S->active--;
     if (c->prev)
         c->prev->next = c->next;
@@ -4787,6 +4842,11 @@ static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
     if (sni && !c->sni[0])
         (void)conn_name(&c->sni, sni);  /* for the log only: "-" if memory ran out */
     c->ls->hs_fail[r]++;
+    {
+        struct lst *l = lst_running(c);
+        if (l)
+            l->hs_fail[r]++;
+    }
     conn_linger(c);
     log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
             c->peer, c->ls->cfg->name, c->sni[0] ? c->sni : "-", tls_reason_names[r],
@@ -5729,9 +5789,11 @@ static void conn_no_server(struct conn *c, int status)
 static void conn_server_failed(struct conn *c, const char *why)
 {
     struct mtlslb *S = c->S;
-    struct up_server *s = c->server;
+    struct up_server *s = c->server, *o = srv_running(c, s);
 
     s->fails++;
+    if (o)
+        o->fails++;
     s->backoff_until = S->now + MTLSLB_BACKOFF_MS;
     log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): connect failed: %s", s->be->name,
             s->cfg->name, s->cfg->addr_text, why);
@@ -8176,6 +8238,7 @@ static void gen_carry(struct gen *g, const struct gen *old)
         for (j = 0; j < old->nls; j++)
             if (strcmp(g->ls[i].cfg->name, old->ls[j].cfg->name) == 0) {
                 g->ls[i].total = old->ls[j].total;
+                g->ls[i].active = old->ls[j].active;    /* they end here too */
                 memcpy(g->ls[i].hs_fail, old->ls[j].hs_fail, sizeof g->ls[i].hs_fail);
             }
     for (i = 0; i < g->nups; i++)
@@ -8189,6 +8252,7 @@ static void gen_carry(struct gen *g, const struct gen *old)
                     if (strcmp(s->cfg->name, o->cfg->name) != 0 ||
                         strcmp(s->cfg->addr_text, o->cfg->addr_text) != 0)
                         continue;
+                    s->active = o->active;          /* they end here too */
                     s->total = o->total;
                     s->fails = o->fails;
                     s->bytes_in = o->bytes_in;

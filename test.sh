@@ -1794,7 +1794,7 @@ EOF
 }
 
 t_stats() {
-    local lp b1 dead sp out
+    local lp b1 dead sp out slow
     newport lp; newport b1; newport dead; newport sp
     start_backend http "$b1" one
     conf_http "$lp" "backend web
@@ -1836,6 +1836,31 @@ PY
     grep -q 'stats backend=web server=gone state=down .* check="connection refused"' "$LB_LOG" &&
         pass "SIGUSR1 logs the same figures (state, counters, last check)" ||
         fail "stats SIGUSR1" "$(grep 'stats ' "$LB_LOG")"
+    # A request in flight across a reload still counts: active while it
+    # lasts, then its bytes, on the running configuration's figures.
+    cget "https://localhost:$lp/sleep/1.5" >"$W/stats.slow" &
+    slow=$!
+    sleep 0.5
+    kill -HUP "$LB_PID"
+    wait_log "reload: configuration of .* 1 connection go on" 3 >/dev/null
+    out="$(curl -s --max-time 5 "http://127.0.0.1:$sp/stats")"
+    wait "$slow"
+    sleep 0.2
+    out="$out
+$(curl -s --max-time 5 "http://127.0.0.1:$sp/stats")"
+    if [ "$(cat "$W/stats.slow")" = 200 ] && python3 - "$out" <<'PY'
+import json, sys
+during, after = (json.loads(x) for x in sys.argv[1].split("\n") if x.strip())
+a = lambda j: {x["name"]: x for x in j["backends"][0]["servers"]}["a"]
+assert during["listeners"][0]["active"] == 1 and a(during)["active"] == 1, during
+assert after["listeners"][0]["active"] == 0 and a(after)["active"] == 0, after
+assert a(after)["requests"] == 6 and a(after)["bytes_out"] > a(during)["bytes_out"], (a(during), a(after))
+PY
+    then
+        pass "/stats across a reload: a request in flight counts as active, then its bytes count"
+    else
+        fail "stats across reload" "$out"
+    fi
     stop_lb
     stop_backend "$b1"
 }
