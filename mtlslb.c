@@ -6350,8 +6350,10 @@ static void http_release_server(struct conn *c, int reusable)
         return;
     if (c->srv.pl.slot >= 0)
         loop_del(S->loop, &c->srv.pl);
-    if (c->srv.pl.fd >= 0 && reusable && !c->ls->cfg->send_proxy && !c->srv.eof &&
-        c->srv.buf.len == 0 &&
+    /* Not into a retired generation's pool: gen_retire emptied it, and
+     * nothing would drop what came after (it outlives its generation). */
+    if (c->srv.pl.fd >= 0 && reusable && !c->ls->cfg->send_proxy && c->gen == S->gen &&
+        !c->srv.eof && c->srv.buf.len == 0 &&
         c->srv.out.len == 0 && !c->srv.wpending && pool_put(S, s, c->srv.pl.fd, c->srv.ssl) == 0) {
         c->srv.pl.fd = -1;
         c->srv.ssl = NULL;
