@@ -65,7 +65,6 @@ static void check_model(const struct mtlslb_config *c, int absolute)
         CHECK(l->verify == MTLSLB_VERIFY_NONE || l->ca.path);
         CHECK(l->tls_min == 12 || l->tls_min == 13);
         CHECK(l->send_proxy >= 0 && l->send_proxy <= 2);
-        CHECK(l->mode == MTLSLB_MODE_TCP || !l->send_proxy);
         CHECK(l->mode == MTLSLB_MODE_HTTP || (!l->nroutes && !l->forward_cert));
         CHECK(l->default_backend);
         CHECK(l->backend < c->nbackends);
