@@ -4667,8 +4667,15 @@ static void side_close(struct mtlslb *S, struct side *s)
  * on that generation's objects, which go when its last connection does,
  * and /stats shows the running one only.  So what such a connection adds
  * or takes away goes to the running generation's same server or listener
- * too (matched as gen_carry matches); NULL when there is none.
+ * too (srv_same, as gen_carry matches); NULL when there is none.
  */
+/* The same server in two generations: same name, same address. */
+static int srv_same(const struct up_server *a, const struct up_server *b)
+{
+    return strcmp(a->cfg->name, b->cfg->name) == 0 &&
+           strcmp(a->cfg->addr_text, b->cfg->addr_text) == 0;
+}
+
 static struct up_server *srv_running(const struct conn *c, const struct up_server *s)
 {
     const struct gen *g = c->S->gen;
@@ -4679,10 +4686,8 @@ static struct up_server *srv_running(const struct conn *c, const struct up_serve
     for (i = 0; i < g->nups; i++)
         if (strcmp(g->ups[i].cfg->name, s->be->name) == 0)
             for (j = 0; j < g->ups[i].n; j++) {
-                struct up_server *o = &g->ups[i].srv[j];
-                if (strcmp(o->cfg->name, s->cfg->name) == 0 &&
-                    strcmp(o->cfg->addr_text, s->cfg->addr_text) == 0)
-                    return o;
+                if (srv_same(&g->ups[i].srv[j], s))
+                    return &g->ups[i].srv[j];
             }
     return NULL;
 }
@@ -8251,8 +8256,7 @@ static void gen_carry(struct gen *g, const struct gen *old)
                 for (m = 0; m < old->ups[j].n; m++) {
                     struct up_server *s = &g->ups[i].srv[k];
                     const struct up_server *o = &old->ups[j].srv[m];
-                    if (strcmp(s->cfg->name, o->cfg->name) != 0 ||
-                        strcmp(s->cfg->addr_text, o->cfg->addr_text) != 0)
+                    if (!srv_same(s, o))
                         continue;
                     s->active = o->active;          /* they end here too */
                     s->total = o->total;
