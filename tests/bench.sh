@@ -35,8 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { printf '%s\n' "$*" >&2; }
-# 1,000 held + 32 active connections, each one or two descriptors.
-[ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ] && { ulimit -n 8192 2>/dev/null ||
+# 1,000 held + 32 active connections, each one or two descriptors (the soft
+# limit: haproxy raises its own as far as the hard one for its maxconn).
+[ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ] && { ulimit -Sn 8192 2>/dev/null ||
     say "bench: ulimit -n is $(ulimit -n); (e) and (g) may fall short"; }
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -99,6 +100,19 @@ sleep 0.5
 # The worker (a child of the master started above): its CPU counts as CPU 1's.
 NGINX_W=$(cat "/proc/$NGINX/task/$NGINX/children" 2>/dev/null)
 
+# haproxy in http mode does what mtlslb's http mode does to every request
+# (SPEC 5): each of these headers replaces any copy the client sent.
+HAPROXY_HEADERS='    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Client-Verify SUCCESS if { ssl_c_used }
+    http-request set-header X-Client-Verify NONE unless { ssl_c_used }
+    http-request set-header X-Client-Subject %[ssl_c_s_dn(,0,rfc2253)] if { ssl_c_used }
+    http-request set-header X-Client-Issuer %[ssl_c_i_dn(,0,rfc2253)] if { ssl_c_used }
+    http-request set-header X-Client-Serial %[ssl_c_serial,hex] if { ssl_c_used }
+    http-request set-header X-Client-Fingerprint %[ssl_c_der,sha2(256),hex] if { ssl_c_used }
+    http-request set-header X-Client-Not-After %[ssl_c_notafter] if { ssl_c_used }'
+
 # ---- servers under test (each on 127.0.0.1:21443, CPU 0); one set of
 # configurations per PKI: $W/ec (P-256, every workload) and $W/rsa (RSA-2048)
 mkconfs() {
@@ -124,6 +138,7 @@ backend b
     server b 127.0.0.1:21082
 EOF
     sed 's/^global$/global\n    workers 2/' "$C/mtlslb.conf" >"$C/mtlslb-w2.conf"
+    sed 's/^    mode http$/    mode tcp/' "$C/mtlslb.conf" >"$C/mtlslb-tcp.conf"
     for mode in http tcp; do
         cat >"$C/haproxy-$mode.cfg" <<EOF
 global
@@ -136,6 +151,7 @@ defaults
     timeout server 60s
 frontend fe
     bind 127.0.0.1:21443 ssl crt $C/haproxy.pem ca-file $P/ca.crt verify required crl-file $P/ca.crl
+$([ $mode = http ] && echo "$HAPROXY_HEADERS")
     default_backend be
 backend be
     balance roundrobin
@@ -173,6 +189,7 @@ start() {
     mtlslb-small) taskset -c 0 "$W/mtlslb-small" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     # the workers inherit the first process's CPU affinity (CPU 0)
     fast-w2) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb-w2.conf" 2>"$W/srv.log" & ;;
+    fast-tcp) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb-tcp.conf" 2>"$W/srv.log" & ;;
     haproxy) taskset -c 0 haproxy -db -f "$C/haproxy-http.cfg" >"$W/srv.log" 2>&1 & ;;
     haproxy-tcp) taskset -c 0 haproxy -db -f "$C/haproxy-tcp.cfg" >"$W/srv.log" 2>&1 & ;;
     stunnel) taskset -c 0 stunnel "$C/stunnel.conf" >"$W/srv.log" 2>&1 & ;;
@@ -328,7 +345,7 @@ run() {
 NAMES="mtlslb-deb"
 [ -n "$SRC" ] && NAMES="$NAMES mtlslb-fast"
 [ -x "$W/mtlslb-small" ] && NAMES="$NAMES mtlslb-small"
-[ -n "$SRC" ] && NAMES="$NAMES fast-w2"
+[ -n "$SRC" ] && NAMES="$NAMES fast-w2 fast-tcp"
 command -v haproxy >/dev/null && NAMES="$NAMES haproxy haproxy-tcp"
 command -v stunnel >/dev/null && NAMES="$NAMES stunnel"
 for n in $NAMES; do say "bench: $n"; run "$n"; done
@@ -348,28 +365,38 @@ plain() { "$@" "$W/loadgen" --plain --connect 127.0.0.1:21081 --duration "$DUR" 
 PL1=$(field req_per_s "$(plain taskset -c 1)")
 PL0=$(field req_per_s "$(plain taskset -c 0)")
 
-# ---- the table: rows are workloads, columns servers, and fast/best the
-# ratio of mtlslb-fast to the best of haproxy, haproxy-tcp and stunnel (not
-# fast-w2, which is there to compare with mtlslb-fast: workers 2 vs 1)
+# ---- the table: rows are workloads, columns servers, then three ratios:
+# fast/best, mtlslb-fast to the best of haproxy, haproxy-tcp and stunnel
+# whatever their mode (fast-w2 is there to compare with mtlslb-fast: workers
+# 2 vs 1); http, mtlslb-fast to haproxy in http mode (the same headers
+# added); tcp, fast-tcp to the better of haproxy-tcp and stunnel.
 printf '\nmtlslb bench: %s s per workload, server on CPU 0, loadgen + nginx on CPU 1, %s\n' "$DUR" \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-printf '%-50s' "workload"; for n in $NAMES; do printf '%13s' "$n"; done; printf '%10s\n' "fast/best"
-# row LABEL KEY lo|hi (lower or higher is better)
-row() {
+printf '%-50s' "workload"; for n in $NAMES; do printf '%13s' "$n"; done
+printf '%10s%7s%7s\n' "fast/best" http tcp
+# ratio NAME "PEERS" KEY lo|hi: NAME's figure over the best of PEERS' (lo:
+# the lowest is best), or "-"
+ratio() {
     local n v best=
-    printf '%-50s' "$1"; for n in $NAMES; do printf '%13s' "${R[$n,$2]:--}"; done
-    for n in haproxy haproxy-tcp stunnel; do
-        v=${R[$n,$2]:--}; v=${v%%[!0-9.]*}
+    for n in $2; do
+        v=${R[$n,$3]:--}; v=${v%%[!0-9.]*}
         [ -n "$v" ] || continue
-        if [ -z "$best" ] || awk -v v="$v" -v b="$best" -v d="$3" \
+        if [ -z "$best" ] || awk -v v="$v" -v b="$best" -v d="$4" \
                 'BEGIN { exit !(d == "lo" ? v < b : v > b) }'; then best=$v; fi
     done
-    v=${R[mtlslb-fast,$2]:--}; v=${v%%[!0-9.]*}
+    v=${R[$1,$3]:--}; v=${v%%[!0-9.]*}
     if [ -n "$v" ] && [ -n "$best" ]; then
-        awk -v v="$v" -v b="$best" 'BEGIN { if (b > 0) printf "%10.2f\n", v / b; else printf "%10s\n", "-" }'
+        awk -v v="$v" -v b="$best" 'BEGIN { if (b > 0) printf "%.2f", v / b; else print "-" }'
     else
-        printf '%10s\n' -
+        echo -
     fi
+}
+# row LABEL KEY lo|hi (lower or higher is better)
+row() {
+    local n
+    printf '%-50s' "$1"; for n in $NAMES; do printf '%13s' "${R[$n,$2]:--}"; done
+    printf '%10s%7s%7s\n' "$(ratio mtlslb-fast "haproxy haproxy-tcp stunnel" "$2" "$3")" \
+        "$(ratio mtlslb-fast haproxy "$2" "$3")" "$(ratio fast-tcp "haproxy-tcp stunnel" "$2" "$3")"
 }
 row "(a) CPU ms / 1,000 full mTLS handshakes" a lo
 row "(a) handshakes/s (16 clients)" ar hi
@@ -385,7 +412,9 @@ row "(e) of which private (RssAnon), KB" anon lo
 row "(e) KB per idle mTLS connection" e lo
 row "(g) CPU us / keep-alive request, 1,000 idle open" g lo
 row "(g) requests/s, 1,000 idle open" gr hi
-printf 'fast/best: mtlslb-fast / the best of haproxy, haproxy-tcp, stunnel (CPU, memory: < 1 is better;\n'
+printf 'fast/best: mtlslb-fast / the best of haproxy, haproxy-tcp, stunnel; http: mtlslb-fast / haproxy\n'
+printf '    (http mode, adding the headers mtlslb adds: X-Forwarded-*, X-Real-IP, X-Client-*); tcp: fast-tcp\n'
+printf '    (mtlslb-fast, mode tcp) / the better of haproxy-tcp, stunnel (CPU, memory: < 1 is better;\n'
 printf '    rates, share: > 1 is better).  (b): CPU over every handshake of a run where each client\n'
 printf '    resumes its previous session (TLS 1.3 tickets; its first handshake is full).  (g): 32\n'
 printf '    keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
