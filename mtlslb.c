@@ -2898,6 +2898,8 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
                          const struct mtlslb_file *ca, const struct mtlslb_file *crls,
                          size_t ncrls, void *cb_arg)
 {
+    int bad = 0, ca_bad = 0;
+
     t->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
     if (!t->ctx) {
         report_at(r, cert->line, "cannot create a TLS context (out of memory)");
@@ -2914,30 +2916,31 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
                   "no usable cipher in '%s'", l->ciphers ? l->ciphers : TLS_DEFAULT_CIPHERS);
         return -1;
     }
-    if (tls_readable(r, cert, "certificate") < 0 || tls_readable(r, key, "key") < 0)
-        return -1;
-    if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert->path) != WOLFSSL_SUCCESS) {
+    /* Each file is tried whatever came before, so that -t names every bad
+     * one (SPEC 2); a CRL is only checked for being readable when the CA it
+     * is verified against did not load. */
+    if ((tls_readable(r, cert, "certificate") < 0) + (tls_readable(r, key, "key") < 0)) {
+        bad = 1;
+    } else if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert->path) != WOLFSSL_SUCCESS) {
         report_at(r, cert->line, "cannot load certificate %s (not a PEM certificate chain)",
                   cert->path);
-        return -1;
-    }
-    if (wolfSSL_CTX_use_PrivateKey_file(t->ctx, key->path, WOLFSSL_FILETYPE_PEM) !=
-        WOLFSSL_SUCCESS) {
+        bad = 1;
+    } else if (wolfSSL_CTX_use_PrivateKey_file(t->ctx, key->path, WOLFSSL_FILETYPE_PEM) !=
+               WOLFSSL_SUCCESS) {
         report_at(r, key->line, "cannot load key %s (not a PEM private key)", key->path);
-        return -1;
-    }
-    if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS ||
-        !tls_key_matches(cert->path, key->path)) {
+        bad = 1;
+    } else if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS ||
+               !tls_key_matches(cert->path, key->path)) {
         report_at(r, key->line, "key %s does not match certificate %s", key->path, cert->path);
-        return -1;
+        bad = 1;
     }
     if (ca && ca->path) {
-        if (tls_readable(r, ca, "ca") < 0)
-            return -1;
-        if (wolfSSL_CTX_load_verify_locations(t->ctx, ca->path, NULL) != WOLFSSL_SUCCESS ||
-            pem_each(ca->path, "CERTIFICATE", tls_ca_name_add, t) <= 0 || !t->ca_names_len) {
+        if (tls_readable(r, ca, "ca") < 0) {
+            ca_bad = 1;
+        } else if (wolfSSL_CTX_load_verify_locations(t->ctx, ca->path, NULL) != WOLFSSL_SUCCESS ||
+                   pem_each(ca->path, "CERTIFICATE", tls_ca_name_add, t) <= 0 || !t->ca_names_len) {
             report_at(r, ca->line, "cannot load ca %s (not PEM CA certificates)", ca->path);
-            return -1;
+            ca_bad = 1;
         }
     }
     switch (l->verify) {
@@ -2954,7 +2957,16 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
     if (!ca || !ca->path)
         t->verify = WOLFSSL_VERIFY_NONE;
     wolfSSL_CTX_set_verify(t->ctx, t->verify, tls_verify_cb);
-    if (t->verify != WOLFSSL_VERIFY_NONE && tls_load_crls(r, t, crls, ncrls) < 0)
+    if (t->verify != WOLFSSL_VERIFY_NONE) {
+        size_t i;
+        if (ca_bad) {
+            for (i = 0; i < ncrls; i++)
+                (void)tls_readable(r, &crls[i], "CRL");
+        } else if (tls_load_crls(r, t, crls, ncrls) < 0) {
+            bad = 1;
+        }
+    }
+    if (bad || ca_bad)
         return -1;
     wolfSSL_CTX_set_servername_callback(t->ctx, tls_sni_cb);
     wolfSSL_CTX_SetIORecv(t->ctx, tls_recv);   /* set per context: an SNI switch keeps them */
@@ -5484,6 +5496,7 @@ static int http_headers(const char *b, size_t len, size_t pos, int request,
 {
     int cl_seen = 0, te_seen = 0, chunked = 0, te_other = 0, hosts = 0, rc;
     int conn_ka = 0, conn_cl = 0, conn_up = 0, upgrade_hdr = 0;
+    int absolute = request && m->host;     /* absolute-form: the target names the host */
     uint64_t cl = 0;
     size_t eol;
 
@@ -5543,11 +5556,14 @@ static int http_headers(const char *b, size_t len, size_t pos, int request,
             }
         } else if (http_is(name, nl, "host")) {
             hosts++;
-            m->host = v;
-            m->host_len = (size_t)(ve - v);
+            if (!absolute) {
+                m->host = v;
+                m->host_len = (size_t)(ve - v);
+            }
         } else if (http_is(name, nl, "connection")) {
             const char *s = v, *e;
             size_t n;
+            m->has_connection = 1;
             while ((e = http_list(&s, ve, &n)) != NULL) {
                 conn_cl |= http_is(e, n, "close");
                 conn_ka |= http_is(e, n, "keep-alive");
@@ -5598,7 +5614,7 @@ int mtlslb_http_parse_request(const char *b, size_t len, struct mtlslb_http_msg 
     size_t eol, i, sp1, sp2;
     int rc;
 
-    memset(m, 0, sizeof *m);
+    memset(m, 0, offsetof(struct mtlslb_http_msg, headers));
     rc = http_line(b, len, 0, &eol);
     if (rc < 0)
         return -400;
@@ -5650,7 +5666,7 @@ int mtlslb_http_parse_response(const char *b, size_t len, int request_was_head,
     size_t eol, i;
     int rc;
 
-    memset(m, 0, sizeof *m);
+    memset(m, 0, offsetof(struct mtlslb_http_msg, headers));
     rc = http_line(b, len, 0, &eol);
     if (rc < 0)
         return -502;
@@ -5686,6 +5702,8 @@ static int http_hex(unsigned char ch)
     return -1;
 }
 
+static int http_dropped(const char *n, size_t l, int upgrade, int request);
+
 long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t len,
                             int *done)
 {
@@ -5700,7 +5718,7 @@ long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t
         case CH_SIZE:
             h = http_hex(ch);
             if (h >= 0) {
-                if (++c->digits > 15)
+                if ((c->left || h) && ++c->digits > 15)
                     return -1;              /* a size that would overflow */
                 c->left = c->left * 16 + (unsigned)h;
                 c->state = CH_SIZE;
@@ -5743,14 +5761,31 @@ long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t
             c->state = CH_SIZE0;
             break;
         case CH_TRAILER0:
-            if (ch == '\r')
+            if (ch == '\r') {
                 c->state = CH_END_LF;
-            else if (ch == '\n' || ch == ' ' || ch == '\t')
+            } else if (ch == '\n' || ch == ' ' || ch == '\t') {
                 return -1;
-            else
+            } else {
                 c->state = CH_TRAILER;
+                c->name[0] = (char)ch;
+                c->nlen = 1;
+            }
             break;
         case CH_TRAILER:
+            /* The field name, while it may still be one of the headers that
+             * are ours to set or hop-by-hop: a request may not send those
+             * in its trailer either (no spoofing after the body). */
+            if (c->nlen <= sizeof c->name) {
+                if (ch == ':') {
+                    if (c->request && http_dropped(c->name, c->nlen, 0, 1))
+                        return -1;
+                    c->nlen = sizeof c->name + 1;
+                } else if (c->nlen < sizeof c->name) {
+                    c->name[c->nlen++] = (char)ch;
+                } else {
+                    c->nlen = sizeof c->name + 1;
+                }
+            }
             if (ch == '\r')
                 c->state = CH_TRAILER_LF;
             else if (ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -6199,7 +6234,7 @@ static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, in
     for (i = 0; i < m->nheaders; i++) {
         const struct mtlslb_http_header *h = &m->headers[i];
         if (http_dropped(h->name, h->name_len, upgrade, request) ||
-            http_conn_listed(m, h->name, h->name_len))
+            (m->has_connection && http_conn_listed(m, h->name, h->name_len)))
             continue;
         rc |= obuf_add(o, h->name, h->name_len) | obuf_add(o, ": ", 2) |
               obuf_add(o, h->value, h->value_len) | obuf_add(o, "\r\n", 2);
@@ -6302,17 +6337,84 @@ static void http_host(const struct mtlslb_http_msg *m, char *out, size_t cap)
     out[n] = 0;
 }
 
+/*
+ * The path a route is matched against: what a server would make of it, so
+ * that "/%61dmin", "//admin" or "/x/../admin" cannot pass a route's allow
+ * rule for "/admin".  Octets of unreserved characters are decoded (RFC 3986
+ * 6.2.2.2), dot segments removed (5.2.4), runs of slashes merged (as nginx
+ * does); other escapes and the query stay as they came.  out holds n + 1
+ * bytes (the result is never longer); returns its length.
+ */
+size_t mtlslb_path_normalize(const char *p, size_t n, char *out)
+{
+    size_t q, i, o = 0, end, seg;
+
+    if (n == 0 || p[0] != '/') {
+        memcpy(out, p, n);
+        out[n] = 0;
+        return n;
+    }
+    for (q = 0; q < n && p[q] != '?'; q++)
+        ;
+    for (i = 0; i < q; i++) {       /* decode into out: unreserved characters only */
+        int hi, lo, ch = -1;
+        if (p[i] == '%' && i + 2 < q && (hi = http_hex((unsigned char)p[i + 1])) >= 0 &&
+            (lo = http_hex((unsigned char)p[i + 2])) >= 0)
+            ch = hi * 16 + lo;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            out[o++] = (char)ch;
+            i += 2;
+        } else {
+            out[o++] = p[i];
+        }
+    }
+    /* the segments, in place: the write position never passes the read one */
+    end = o;
+    o = 0;
+    for (i = 0; i < end; i = seg) {
+        size_t len;
+        int dot, dotdot;
+        while (i < end && out[i] == '/')
+            i++;
+        for (seg = i; seg < end && out[seg] != '/'; seg++)
+            ;
+        len = seg - i;
+        dot = len == 1 && out[i] == '.';
+        dotdot = len == 2 && out[i] == '.' && out[i + 1] == '.';
+        if (dotdot) {
+            while (o > 0 && out[--o] != '/')
+                ;
+        } else if (len > 0 && !dot) {
+            out[o++] = '/';
+            memmove(out + o, out + i, len);
+            o += len;
+        }
+        if (seg == end && (len == 0 || dot || dotdot))
+            out[o++] = '/';     /* a path ending in a directory keeps its slash */
+    }
+    if (o == 0)
+        out[o++] = '/';
+    memcpy(out + o, p + q, n - q);  /* the query, as it came */
+    o += n - q;
+    out[o] = 0;
+    return o;
+}
+
 static const struct mtlslb_route *http_route(const struct mtlslb_listener *l, const char *host,
                                              const struct mtlslb_http_msg *m)
 {
-    size_t i;
+    char path[MTLSLB_HTTP_LINE_MAX + 1];   /* the path is part of the request line */
+    size_t i, n = 0;
 
     for (i = 0; i < l->nroutes; i++) {
         const struct mtlslb_route *r = &l->routes[i];
         if (r->host && !mtlslb_sni_match(r->host, host))
             continue;
-        if (r->path && (m->path_len < strlen(r->path) ||
-                        memcmp(m->path, r->path, strlen(r->path)) != 0))
+        if (r->path && !n)
+            n = mtlslb_path_normalize(m->path, m->path_len < MTLSLB_HTTP_LINE_MAX ? m->path_len :
+                                      MTLSLB_HTTP_LINE_MAX, path);
+        if (r->path && (n < strlen(r->path) || memcmp(path, r->path, strlen(r->path)) != 0))
             continue;
         return r;
     }
@@ -6485,6 +6587,7 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
     c->cli.buf.off += m->head_len;
     c->cli.buf.len -= m->head_len;
     http_body_start(&c->cli, m->body, m->content_length);
+    c->cli.body.ch.request = 1;
     t->rq = m->body == MTLSLB_BODY_NONE ? HQ_DONE : HQ_BODY;
     t->rs = HS_HEAD;
     c->up = t->up;
@@ -7645,13 +7748,19 @@ static void stats_close(struct mtlslb *S, struct stats_conn *sc)
 static void stats_answer(struct mtlslb *S, struct stats_conn *sc)
 {
     struct obuf body = { NULL, 0, 0, 0 };
-    const char *status = "200 OK", *type = "application/json";
+    const char *status = "200 OK", *type = "application/json", *path = NULL;
     char head[200];
-    int n, rc = 0;
+    int n, rc = 0, get = strncmp(sc->in, "GET /", 5) == 0, headreq = strncmp(sc->in, "HEAD /", 6) == 0;
+    size_t pl = 0;
 
-    if (strncmp(sc->in, "GET /stats ", 11) == 0 || strncmp(sc->in, "GET /stats? ", 12) == 0) {
+    /* GET or HEAD; the path up to a query string or the blank */
+    if (get || headreq) {
+        path = sc->in + (get ? 4 : 5);
+        pl = strcspn(path, "? \r\n");
+    }
+    if (path && pl == 6 && memcmp(path, "/stats", 6) == 0) {
         rc = stats_json(S, &body);
-    } else if (strncmp(sc->in, "GET /health ", 12) == 0) {
+    } else if (path && pl == 7 && memcmp(path, "/health", 7) == 0) {
         type = "text/plain";
         rc = obuf_str(&body, "ok\n");
     } else {
@@ -7662,7 +7771,7 @@ static void stats_answer(struct mtlslb *S, struct stats_conn *sc)
     n = snprintf(head, sizeof head, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                  "Connection: close\r\n\r\n", status, type, body.len);
     if (rc < 0 || n < 0 || obuf_add(&sc->out, head, (size_t)n) < 0 ||
-        obuf_add(&sc->out, body.p ? body.p : "", body.len) < 0) {
+        (!headreq && obuf_add(&sc->out, body.p ? body.p : "", body.len) < 0)) {
         free(body.p);
         stats_close(S, sc);
         return;

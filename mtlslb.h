@@ -26,7 +26,8 @@
 #define MTLSLB_BACKOFF_MS    2000   /* a server whose connect failed is skipped */
 #define MTLSLB_HTTP_LINE_MAX 8192   /* request line: longer is 414 */
 #define MTLSLB_HTTP_HEAD_MAX 16384  /* request or response head: longer is 431 / 502 */
-#define MTLSLB_HTTP_HEADERS  100    /* header lines in one head: more is 431 */
+#define MTLSLB_HTTP_HEADERS  1024   /* header lines in one head: more is 431 (the size
+                                       limit comes first but for lines under 16 bytes) */
 #define MTLSLB_POOL_MAX      16     /* idle connections kept per server */
 #define MTLSLB_POOL_IDLE_MS  15000  /* an idle server connection is closed after */
 
@@ -241,7 +242,6 @@ struct mtlslb_http_msg {
     const char *path;               /* request: the target's path (and query) */
     size_t path_len;
     int status;                     /* response */
-    struct mtlslb_http_header headers[MTLSLB_HTTP_HEADERS];
     size_t nheaders;
     enum mtlslb_http_body body;     /* framing of what follows the head */
     uint64_t content_length;
@@ -250,6 +250,8 @@ struct mtlslb_http_msg {
     unsigned conn_close : 1;        /* Connection: close (or 1.0 without keep-alive) */
     unsigned conn_upgrade : 1;      /* Connection: upgrade with an Upgrade header */
     unsigned expect_continue : 1;
+    unsigned has_connection : 1;    /* a Connection header (its options are hop-by-hop) */
+    struct mtlslb_http_header headers[MTLSLB_HTTP_HEADERS];     /* last: not cleared */
 };
 
 /*
@@ -267,11 +269,20 @@ int mtlslb_http_parse_request(const char *buf, size_t len, struct mtlslb_http_ms
 int mtlslb_http_parse_response(const char *buf, size_t len, int request_was_head,
                                struct mtlslb_http_msg *m);
 
+/* A request path as routes match it: octets of unreserved characters
+ * decoded, dot segments removed, runs of slashes merged, the query kept as
+ * it came.  out holds n + 1 bytes; returns the length written (terminated). */
+size_t mtlslb_path_normalize(const char *p, size_t n, char *out);
+
 /* Chunked body framing (RFC 9112 7.1), fed any slices of the body. */
 struct mtlslb_http_chunk {
     int state;
     uint64_t left;                  /* data bytes left in this chunk */
-    unsigned digits;
+    unsigned digits;                /* of the size, leading zeros not counted */
+    unsigned request : 1;           /* set by the caller: a request's trailer may not
+                                       carry what the proxy sets (400) */
+    unsigned nlen;                  /* a trailer field name so far, lower case */
+    char name[24];
 };
 
 /* Consume body bytes: returns how many of len belong to the body (all, or up

@@ -251,6 +251,17 @@ EOF
     check_bad unknown-directive 10 "unknown directive 'frobnicate'"
     base "" "../pki/nonexistent.crt" >"$d/missing-file.conf"
     check_bad missing-file 6 "cannot open ca .*nonexistent.crt"
+    # SPEC 2: each error.  A missing certificate does not hide a missing CA
+    # or CRL after it.
+    base "../pki/none.crt ../pki/server.key" "../pki/none-ca.crt" |
+        sed 's|^    default-backend web$|    crl ../pki/none.crl\n&|' >"$d/three-files.conf"
+    out=$("$BIN" -t -c "$d/three-files.conf" 2>&1)
+    if [ $? = 1 ] && grep -q "three-files.conf:5: .*none.crt" <<<"$out" &&
+       grep -q "three-files.conf:6: .*none-ca.crt" <<<"$out" && grep -q "three-files.conf:7: .*none.crl" <<<"$out"; then
+        pass "-t names every bad file: certificate, ca and crl, each with its line"
+    else
+        fail "-t three files" "$out"
+    fi
     base "../pki/server.crt ../pki/mismatch.key" >"$d/key-mismatch.conf"
     check_bad key-mismatch 5 "does not match certificate"
     base "" "" nope >"$d/undefined-backend.conf"
@@ -1325,6 +1336,7 @@ backend api
 backend app
     server h 127.0.0.1:$bh" "    sni app.example.com $PKI/app.crt $PKI/app.key
     route host app.example.com backend app
+    route path /admin backend api allow cn admin
     route path /api backend api" >"$W/routes.conf"
     start_lb "$W/routes.conf" || { fail http-routes "no mtlslb"; return; }
     get() {
@@ -1337,6 +1349,19 @@ backend app
     else
         fail http-routes "got '$c'"
     fi
+    # A route's allow rule holds for every spelling of its path a server
+    # would take for it (escaped unreserved characters, dot segments, //).
+    c=""
+    for p in /admin /%61dmin //admin /x/../admin /./admin/ /ADMIN; do
+        c+=" $(get --path-as-is -o /dev/null -w '%{http_code}' "https://localhost:$lp$p")"
+    done
+    [ "$c" = " 403 403 403 403 403 200" ] && pass "http: a route's allow rule cannot be passed by another spelling of its path" ||
+        fail "http route path spelling" "got$c"
+    # absolute-form: the target's authority is the request's host (RFC 9112
+    # 3.2.2), whatever Host says, for the 421 rule too
+    c=$(hraw "$lp" 'GET http://app.example.com/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' | statuses)
+    [ "$c" = 421 ] && pass "http: an absolute-form target naming another sni entry gets 421 whatever Host says" ||
+        fail "http absolute-form 421" "got $c"
     c=$(get -o /dev/null -w '%{http_code}' -H "Host: APP.example.com:443" "https://localhost:$lp/")
     [ "$c" = 421 ] && pass "http: Host naming another sni entry than the handshake's gets 421" ||
         fail "http 421" "got $c"
@@ -1381,6 +1406,11 @@ t_http_errors() {
     expect "missing Host" 400 'GET / HTTP/1.1\r\n\r\n'
     expect "request line over 8 KB" 414 "GET /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n"
     expect "headers over 16 KB" 431 "GET / HTTP/1.1\r\n${H}X-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n"
+    # Only the size limits a head (SPEC 5): 300 header lines in 12 KB pass.
+    expect "300 header lines, 12 KB in all" 200 "GET / HTTP/1.1\r\n${H}$(for i in $(seq 300); do printf 'X-H%03d: %030d\\r\\n' "$i" 0; done)Connection: close\r\n\r\n"
+    expect "a chunk size with leading zeros" 200 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n"
+    expect "a trailer field" 200 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n"
+    expect "X-Client-Verify in a trailer" 400 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-client-verify: SUCCESS\r\n\r\n"
     out=$(hraw "$lp" "GET / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
     [[ $(statuses <<<"$out") == 408 ]] && pass "http: a head not complete within timeout request -> 408" ||
         fail "http 408" "got: $(head -1 <<<"$out")"
@@ -1831,6 +1861,14 @@ PY
     c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$sp/other")
     [ "$out" = "200ok" ] && [ "$c" = 404 ] && pass "GET /health answers 200 ok; anything else 404" ||
         fail "stats health" "health $out, other $c"
+    out=$(curl -s -I "http://127.0.0.1:$sp/health" | tr -d '\r' | grep -E '^HTTP|^Content-Length')
+    c=$(curl -s "http://127.0.0.1:$sp/stats?pretty=1" | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin))[0])' 2>&1)
+    if [ "$(head -1 <<<"$out")" = "HTTP/1.1 200 OK" ] && grep -qx 'Content-Length: 3' <<<"$out" && [ -n "$c" ] &&
+       [ "${c#Traceback}" = "$c" ]; then
+        pass "HEAD /health: 200 with GET's Content-Length and no body; GET /stats?query answers the JSON"
+    else
+        fail "stats HEAD, query" "HEAD: $out; query: $c"
+    fi
     kill -USR1 "$LB_PID"
     sleep 0.2
     grep -q 'stats backend=web server=gone state=down .* check="connection refused"' "$LB_LOG" &&

@@ -21,6 +21,7 @@ static void scan(const char *body, size_t len, const size_t *cuts, size_t ncuts,
     size_t off = 0, i;
 
     memset(&c, 0, sizeof c);
+    c.request = len & 1;            /* a request's trailer names are checked */
     memset(r, 0, sizeof *r);
     for (i = 0; i <= ncuts && !r->bad; i++) {
         size_t n = i < ncuts ? cuts[i] : len - off;
