@@ -187,6 +187,7 @@ start() {
     mtlslb-deb) taskset -c 0 "$W/mtlslb-deb" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     mtlslb-fast) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     mtlslb-small) taskset -c 0 "$W/mtlslb-small" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
+    fast-static) taskset -c 0 "$W/mtlslb-fast-static" -c "$C/mtlslb.conf" 2>"$W/srv.log" & ;;
     # the workers inherit the first process's CPU affinity (CPU 0)
     fast-w2) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb-w2.conf" 2>"$W/srv.log" & ;;
     fast-tcp) taskset -c 0 "$W/mtlslb-fast" -c "$C/mtlslb-tcp.conf" 2>"$W/srv.log" & ;;
@@ -458,6 +459,18 @@ for b in mtlslb-deb mtlslb-fast mtlslb-small; do
     printf '  %-12s %9s bytes stripped; %s\n' "$b" "$(stat -c %s "$W/$b.stripped")" \
         "$([ -n "$needs" ] && echo "needs $needs" || echo "static: needs nothing")"
 done
+# The fast build linked statically with musl: its idle RSS without libc.so's
+# and ld.so's pages (most of mtlslb-fast's in the table are theirs).
+if [ -n "$SRC" ] && command -v musl-gcc >/dev/null &&
+   make -s static BIN="$W/mtlslb-fast-static" SAN=0 CC=musl-gcc WOLFSSL_SRC="$SRC" >/dev/null 2>&1 &&
+   strip -o "$W/mtlslb-fast-static.stripped" "$W/mtlslb-fast-static" && start fast-static "$W/ec"; then
+    printf '  %-12s %9s bytes stripped; static (make static WOLFSSL_SRC=DIR CC=musl-gcc): idle RSS %s KB,
+' \
+        mtlslb-fast "$(stat -c %s "$W/mtlslb-fast-static.stripped")" "$(rss_kb)"
+    printf '               %s KB of it private
+' "$(anon_kb)"
+    stop
+fi
 # aarch64 (a Raspberry Pi 3/4/5), cross-built here: the same two WOLFSSL_SRC builds
 if [ -n "$SRC" ] && X=$("$ROOT/tests/cross.sh" "$ROOT/tests/work/sysroot"); then
     for flav in fast small; do
