@@ -2994,16 +2994,6 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
             return -1;
         }
     }
-    if (l->nsnis > 0) {
-        /*
-         * wolfSSL's TLS 1.2 session cache is process-wide and its TLS 1.2
-         * resumption happens before the SNI context switch, so a session
-         * made under one name would resume under another and skip that
-         * name's client CA (seen with 5.5.4).  Tickets are bound to the
-         * name (tls_ticket_cb): where names differ, they alone resume.
-         */
-        wolfSSL_CTX_set_session_cache_mode(t->ctx, WOLFSSL_SESS_CACHE_OFF);
-    }
     return 0;
 }
 
@@ -3223,6 +3213,8 @@ static unsigned tls_ctx_index(const struct tls_listener *t, const struct tls_ctx
  * such a session anyway, it is refused here), and where a certificate is
  * required it must still carry the identity.
  */
+static const struct tk_sid *tk_sid_find(struct tls_listener *t, WOLFSSL *ssl);
+
 static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl,
                                       const struct tls_resume *tr, int has_cert)
 {
@@ -3230,8 +3222,11 @@ static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl,
         return NULL;
     if (tr->ok && tr->sni != tls_ctx_index(t, tls_ctx_of(t, ssl)))
         return "session ticket of another sni name";
-    if (!tr->ok && t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION)
-        return "TLS 1.2 session on a listener with sni lines";
+    /* wolfSSL's TLS 1.2 session cache is looked up before the SNI switch,
+     * so a session id made under one name could resume under another and
+     * skip its CA: one resumes only where tk_sids saw it made */
+    if (!tr->ok && t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION && !tk_sid_find(t, ssl))
+        return "TLS 1.2 session of another sni name";
     if (!has_cert && (tls_ctx_of(t, ssl)->verify & WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT))
         return "session without the client certificate";
     return NULL;

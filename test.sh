@@ -1044,6 +1044,19 @@ t_resumption() {
     else
         fail "resumption with sni" "$(tr '\n' ' ' <<<"$out")"
     fi
+    # The session cache (TLS 1.2 session ids, no ticket) is on there too
+    # (SPEC 4), and a session id made under one name does not resume under
+    # the other: a full handshake or a refusal, never a 200 on it.
+    if [ "${WORKERS:-1}" = 1 ]; then
+        ossl_get "$lp" 1_2 / -no_ticket -sess_out "$W/sni.sid" >/dev/null
+        out="$(ossl_get "$lp" 1_2 / -no_ticket -sess_in "$W/sni.sid" | head -2 | tr '\r\n' '  ')|$(ossl_get "$lp" 1_2 / -no_ticket -sess_in "$W/sni.sid" -servername app.example.com | head -2 | tr '\r\n' '  ')"
+        if [[ $out == "Reused HTTP/1.1 200"*"|"* ]] && [[ ${out#*|} != Reused*"HTTP/1.1 200"* ]] &&
+           grep -q "TLS 1.2 session of another sni name" "$LB_LOG"; then
+            pass "with sni lines, TLS 1.2 session ids resume on their own name, never on the other"
+        else
+            fail "session id with sni" "$out"
+        fi
+    fi
     stop_lb
     conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/resume2.conf"
     start_lb "$W/resume2.conf" || { fail resumption "no mtlslb"; return; }
