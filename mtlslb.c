@@ -8185,7 +8185,7 @@ static int loop_run(struct mtlslb *S)
             S->now = now_ms();
             timeout = when <= S->now ? 0 : when - S->now > 60000 ? 60000 : (int)(when - S->now);
         }
-        if (L->nhot < L->n && L->spin < LOOP_SPIN - 1) {
+        if (L->nhot > 0 && L->nhot < L->n && L->spin < LOOP_SPIN - 1) {
             n = poll(L->pfd, (nfds_t)L->nhot, 0);
             whole = n <= 0;
         }
