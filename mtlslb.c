@@ -6497,6 +6497,7 @@ static void http_error(struct conn *c, int status)
     }
     t->status = status;
     t->resp_started = 1;
+    t->out0 -= (uint64_t)n;         /* logged now, written next: it counts as sent */
     http_log(c);
     t->rq = HQ_DONE;
     t->rs = HS_NONE;

@@ -1424,6 +1424,10 @@ t_http_errors() {
     expect "a chunk size with leading zeros" 200 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n"
     expect "a trailer field" 200 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n"
     expect "X-Client-Verify in a trailer" 400 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-client-verify: SUCCESS\r\n\r\n"
+    # SPEC 8: bytes each way; an answer mtlslb writes itself counts too
+    grep -q 'req .* status=414 .*bytes_out=[1-9][0-9]* ' "$LB_LOG" &&
+        pass "http: the log line of an answer mtlslb writes itself counts its bytes" ||
+        fail "http error bytes logged" "$(grep 'status=414' "$LB_LOG" | tail -1)"
     out=$(hraw "$lp" "GET / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
     [[ $(statuses <<<"$out") == 408 ]] && pass "http: a head not complete within timeout request -> 408" ||
         fail "http 408" "got: $(head -1 <<<"$out")"
