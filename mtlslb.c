@@ -1811,6 +1811,8 @@ struct tls_resume {
     unsigned sni;                   /* the context it was made under: 0 default, i+1 sni[i] */
     unsigned ok : 1;                /* a ticket of ours was opened and accepted */
     unsigned fetched : 1;           /* a full handshake: der/len/fp are its peer's */
+    unsigned sid : 1;               /* resumed by a session id tk_sids knows for this
+                                       listener build and name (conn_peer_der) */
     /* not about resumption, but per handshake too: */
     struct tls_listener *tl;        /* the listener of the handshake */
     unsigned denied : 1;            /* tls_verify_cb refused the certificate (allow) */
@@ -3213,8 +3215,6 @@ static unsigned tls_ctx_index(const struct tls_listener *t, const struct tls_ctx
  * such a session anyway, it is refused here), and where a certificate is
  * required it must still carry the identity.
  */
-static const struct tk_sid *tk_sid_find(struct tls_listener *t, WOLFSSL *ssl);
-
 static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl,
                                       const struct tls_resume *tr, int has_cert)
 {
@@ -3225,7 +3225,7 @@ static const char *tls_resume_problem(struct tls_listener *t, WOLFSSL *ssl,
     /* wolfSSL's TLS 1.2 session cache is looked up before the SNI switch,
      * so a session id made under one name could resume under another and
      * skip its CA: one resumes only where tk_sids saw it made */
-    if (!tr->ok && t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION && !tk_sid_find(t, ssl))
+    if (!tr->ok && t->nsni > 0 && wolfSSL_version(ssl) == TLS1_2_VERSION && !tr->sid)
         return "TLS 1.2 session of another sni name";
     if (!has_cert && (tls_ctx_of(t, ssl)->verify & WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT))
         return "session without the client certificate";
@@ -6885,6 +6885,7 @@ static int conn_peer_der(struct conn *c, const uint8_t **der, size_t *len, enum 
             return 0;
         }
         sid = tk_sid_find(t, ssl);
+        c->tr.sid = sid != NULL;        /* for tls_resume_problem */
         if (!sid || memcmp(sid->fp, zero, TK_FP) == 0)
             return 0;               /* tls_resume_problem decides */
         e = tk_cert_find(sid->fp);
