@@ -48,6 +48,7 @@
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -2678,8 +2679,10 @@ struct tls_rd {
     int fd;
     struct buf ra;                  /* read ahead, not yet given to wolfSSL */
     int drained;                    /* the socket had no more: wait for poll() */
+    struct buf wb;                  /* records held back by tls_send, not yet sent */
     unsigned more : 1;              /* tls_send: more follows at once (MSG_MORE) */
     unsigned hold_ticket : 1;       /* tls_send: see there */
+    unsigned wb_more : 1;           /* rd->wb holds bytes held for rd->more */
 };
 
 static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
@@ -2734,39 +2737,29 @@ static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
 }
 
 /*
- * ---- writing to clients: fewer segments ----
+ * ---- writing to clients: fewer segments, fewer calls ----
  *
  * On loopback or a LAN each segment sent costs the sender the receiver's
- * network stack too (~8 us here), so bytes known to be followed at once by
- * more are sent with MSG_MORE: Linux keeps a part-filled segment back until
- * the next send without it, shutdown(), close() or the peer's next segment.
- * Two cases, both certain to end in a send without the flag:
+ * network stack too (~8 us here), and each send() a system call.  Records
+ * known to be followed at once by more are therefore held back in rd->wb (a
+ * relay-sized buffer, taken only while it holds bytes) and go out with the
+ * next record, in one sendmsg().  Two cases, both certain to end in a send
+ * that is not held:
  *  - rd->more: the last bytes of an http response on a connection that
- *    closes after it (relay_step); the close_notify and FIN follow
- *    (side_shut), so the response, close_notify and FIN leave as one.
+ *    closes after it (relay_step); the close_notify follows (side_shut),
+ *    which sends all that is held with MSG_MORE, and the FIN of shutdown()
+ *    or close() leaves with it: response, close_notify and FIN in one
+ *    segment and one call.
  *  - rd->hold_ticket (http listeners during the handshake): TLS 1.3 sends
  *    its session ticket just after the client's Finished.  If the
- *    client's request already came with its Finished, the response follows
- *    it; the ticket rides with the response.  A client that has sent no
- *    request yet gets its ticket at once, as before.
+ *    client's request already came with its Finished, the response (or an
+ *    error answer, or a 408 at the request timeout) follows it; the ticket
+ *    rides with the response.  A client that has sent no request yet gets
+ *    its ticket at once, as before.
+ * What does not fit in rd->wb is sent with what is held, with MSG_MORE.
  */
-static int tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
+static int tls_send_error(void)
 {
-    struct tls_rd *rd = ctx;
-    int flags = MSG_NOSIGNAL;
-    ssize_t r;
-
-#ifdef MSG_MORE
-    if (rd->more || (rd->hold_ticket && rd->ra.len > 0 && wolfSSL_is_init_finished(ssl)))
-        flags |= MSG_MORE;
-#else
-    (void)ssl;
-#endif
-    do
-        r = send(rd->fd, out, (size_t)sz, flags);
-    while (r < 0 && errno == EINTR);
-    if (r >= 0)
-        return (int)r;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
         return WOLFSSL_CBIO_ERR_WANT_WRITE;
     if (errno == ECONNRESET)
@@ -2774,6 +2767,81 @@ static int tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
     if (errno == EPIPE)
         return WOLFSSL_CBIO_ERR_CONN_CLOSE;
     return WOLFSSL_CBIO_ERR_GENERAL;
+}
+
+static int tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
+{
+    struct tls_rd *rd = ctx;
+    struct msghdr mh;
+    struct iovec iov[2];
+    int hold = rd->more || (rd->hold_ticket && rd->ra.len > 0 && wolfSSL_is_init_finished(ssl));
+    int flags = MSG_NOSIGNAL;
+    size_t held = rd->wb.len;
+    ssize_t r;
+
+    if (hold && rd->wb.off + held + (size_t)sz <= MTLSLB_BUF_SIZE && buf_take(&rd->wb) == 0) {
+        memcpy(rd->wb.data + rd->wb.off + held, out, (size_t)sz);
+        rd->wb.len += (size_t)sz;
+        rd->wb_more |= rd->more;
+        return sz;
+    }
+#ifdef MSG_MORE
+    if (hold)
+        flags |= MSG_MORE;
+#endif
+    if (held) {
+        memset(&mh, 0, sizeof mh);
+        iov[0].iov_base = rd->wb.data + rd->wb.off;
+        iov[0].iov_len = held;
+        iov[1].iov_base = out;
+        iov[1].iov_len = (size_t)sz;
+        mh.msg_iov = iov;
+        mh.msg_iovlen = 2;
+    }
+    do
+        r = held ? sendmsg(rd->fd, &mh, flags) : send(rd->fd, out, (size_t)sz, flags);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return tls_send_error();
+    if ((size_t)r < held) {
+        rd->wb.off += (size_t)r;
+        rd->wb.len -= (size_t)r;
+        return WOLFSSL_CBIO_ERR_WANT_WRITE;     /* out is offered again */
+    }
+    buf_give(&rd->wb);
+    rd->wb_more = 0;
+    return (size_t)r > held ? (int)((size_t)r - held) : WOLFSSL_CBIO_ERR_WANT_WRITE;
+}
+
+/* Send what tls_send holds, with MSG_MORE: a FIN follows (side_shut), or
+ * the bytes were held for one that did not come at once (http_pump).  0
+ * when all is gone, 1 if the socket is full, -1 on an error (what is held is
+ * dropped: the next write or read meets the error too). */
+static int tls_flush(struct tls_rd *rd)
+{
+    int flags = MSG_NOSIGNAL;
+    ssize_t r;
+
+#ifdef MSG_MORE
+    flags |= MSG_MORE;
+#endif
+    while (rd->wb.len > 0) {
+        r = send(rd->fd, rd->wb.data + rd->wb.off, rd->wb.len, flags);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        if (r < 0) {
+            buf_give(&rd->wb);
+            rd->wb_more = 0;
+            return -1;
+        }
+        rd->wb.off += (size_t)r;
+        rd->wb.len -= (size_t)r;
+    }
+    buf_give(&rd->wb);
+    rd->wb_more = 0;
+    return 0;
 }
 
 static int tls_sni_cb(WOLFSSL *ssl, int *ad, void *arg);
@@ -4806,6 +4874,7 @@ static void conn_free(struct conn *c)
     buf_give(&c->cli.buf);
     buf_give(&c->srv.buf);
     buf_give(&c->cli.rd.ra);
+    buf_give(&c->cli.rd.wb);
     free(c->cli.out.p);
     free(c->srv.out.p);
     free(c->tx.req_head);
@@ -4982,7 +5051,11 @@ static size_t side_write(struct side *s, const uint8_t *p, size_t n, enum io_sta
     }
 }
 
-/* Tell a side it will get nothing more: close_notify for TLS, then FIN. */
+/*
+ * Tell a side it will get nothing more: close_notify for TLS, then FIN.
+ * Always shutdown(), even just before close(): a close() with unread bytes
+ * (a client still sending) sends RST, and drops what is queued unsent.
+ */
 static void side_shut(struct side *s)
 {
     if (s->ssl) {
@@ -4993,6 +5066,8 @@ static void side_shut(struct side *s)
         if (r != WOLFSSL_SUCCESS && r != WOLFSSL_SHUTDOWN_NOT_DONE &&
             wolfSSL_get_error(s->ssl, r) == WOLFSSL_ERROR_WANT_WRITE)
             return;             /* retried when the socket is writable */
+        if (tls_flush(&s->rd) > 0)
+            return;
     }
     shutdown(s->pl.fd, SHUT_WR);
     s->shut_done = 1;
@@ -5270,7 +5345,7 @@ static short side_interest(const struct side *s, const struct side *peer)
     if ((!s->eof && relay_room(s, peer) && !s->rd_want_wr) || s->wr_want_rd)
         ev |= POLLIN;
     if (((s->out.len || relay_pending(peer)) && !s->shut && !s->wr_want_rd) || s->rd_want_wr ||
-        (s->shut && !s->shut_done))
+        (s->shut && !s->shut_done) || s->rd.wb_more)
         ev |= POLLOUT;
     return ev;
 }
@@ -6842,6 +6917,8 @@ static void http_pump(struct conn *c)
         down = down != 0;
         any |= up | down;
     } while (up || down || adv);
+    if (c->cli.rd.wb_more)              /* held for a close_notify that did not follow */
+        (void)tls_flush(&c->cli.rd);
     http_timer(c, any);
     loop_events(S->loop, &c->cli.pl, side_interest(&c->cli, &c->srv));
     loop_events(S->loop, &c->srv.pl, side_interest(&c->srv, &c->cli));

@@ -1113,6 +1113,23 @@ t_resumption() {
     else
         fail "ticket with the response" "$(tr '\r\n' '  ' <<<"$out")"
     fi
+    # What is held back for the close (ticket, response, close_notify) is
+    # one buffer of 16 KB: responses under it, across it and far over it
+    # arrive whole, then the close, and the ticket resumes.
+    local n ok=1 got first
+    for n in 100 16000 16500 70000; do
+        out=$(tlsclient --connect "127.0.0.1:$lp" --cert "$PKI/client.crt" --key "$PKI/client.key" \
+            --ca "$PKI/ca.crt" --servername localhost --tls 1.3 resume -v --with-finished \
+            --send "GET /bytes/$n HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" 2>&1)
+        got=$(grep -o 'xxxx*' <<<"$out" | tr -d '\n' | wc -c)
+        first=$(sed -n 's/.*first response: \([0-9]*\) bytes.*/\1/p' <<<"$out")
+        if [[ $out != *"reused yes"*"HTTP/1.1 200"* ]] || [ "$got" != "$n" ] ||
+           [ "${first:-0}" -le "$n" ] || [ "$first" -gt $((n + 400)) ]; then
+            ok=0
+            fail "response of $n bytes with the ticket and close" "got $got: $(head -c 300 <<<"$out" | tr '\r\n' '  ')"
+        fi
+    done
+    [ $ok = 1 ] && pass "http, TLS 1.3, Connection: close: responses of 100 B to 70 KB arrive whole with the ticket held for them"
     stop_lb
     stop_backend "$bp"
 }
