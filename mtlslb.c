@@ -7926,7 +7926,9 @@ static void stats_accept(struct mtlslb *S)
  * cold ones [nhot, n) have been quiet since.  While the hot part alone
  * keeps poll() busy, it is polled alone (timeout 0), with the whole array
  * at least every LOOP_SPIN iterations; whenever it has nothing ready, the
- * whole array is polled and waited on, as before.  A cold descriptor that
+ * whole array is polled and waited on, as before.  Only while the cold part
+ * is at least as large as the hot one: else a hot-only poll that finds
+ * nothing costs more than the cold part it would have saved scanning.  A cold descriptor that
  * wakes therefore waits at most LOOP_SPIN - 1 iterations behind busy ones
  * (each a batch of ready events, well under a millisecond of work), and not
  * at all when the loop has time to wait.  A cold slot with an event turns
@@ -8264,7 +8266,7 @@ static int loop_run(struct mtlslb *S)
             S->now = now_ms();
             timeout = when <= S->now ? 0 : when - S->now > 60000 ? 60000 : (int)(when - S->now);
         }
-        if (L->nhot > 0 && L->nhot < L->n && L->spin < LOOP_SPIN - 1) {
+        if (L->nhot > 0 && L->n - L->nhot >= L->nhot && L->spin < LOOP_SPIN - 1) {
             n = poll(L->pfd, (nfds_t)L->nhot, 0);
             whole = n <= 0;
         }

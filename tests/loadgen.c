@@ -973,6 +973,11 @@ static void setup_tls(void)
     }
     if (!opt.tls)
         (void)wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2);
+    /* Each flight in one write (certificate, CertificateVerify, Finished),
+     * as OpenSSL-based clients such as curl send it (a buffering BIO during
+     * the handshake), not one segment per message: each segment more can
+     * wake the server under test once more. */
+    (void)wolfSSL_CTX_set_group_messages(ctx);
     if (opt.cert) {
         if (wolfSSL_CTX_use_certificate_chain_file(ctx, opt.cert) != WOLFSSL_SUCCESS) {
             fprintf(stderr, "loadgen: cannot load certificate %s\n", opt.cert);
