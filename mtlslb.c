@@ -6549,7 +6549,19 @@ static void http_release_server(struct conn *c, int reusable)
     conn_release_server(c);
 }
 
-/* Answer the client with an error of ours, then close. */
+/* The request is a HEAD: its head parsed, or the start of one that was
+ * not (a 408, 414 or 431 comes before the head is complete). */
+static int http_is_head(const struct conn *c)
+{
+    const struct buf *b = &c->cli.buf;
+
+    if (c->tx.method[0])
+        return strcmp(c->tx.method, "HEAD") == 0;
+    return b->len >= 5 && memcmp(b->data + b->off, "HEAD ", 5) == 0;
+}
+
+/* Answer the client with an error of ours, then close.  A HEAD gets the
+ * head alone (SPEC 5: no body), its Content-Length that of the GET. */
 static void http_error(struct conn *c, int status)
 {
     struct http_tx *t = &c->tx;
@@ -6561,10 +6573,12 @@ static void http_error(struct conn *c, int status)
         conn_close(c, "server failed mid-response");
         return;
     }
-    http_release_server(c, 0);
     n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
                  "Content-Length: %zu\r\nConnection: close\r\n\r\n%d %s\n", status, reason,
                  strlen(reason) + 5, status, reason);
+    if (n > 0 && (size_t)n < sizeof head && http_is_head(c))
+        n -= (int)strlen(reason) + 5;
+    http_release_server(c, 0);
     obuf_reset(&c->cli.out);
     if (n < 0 || obuf_add(&c->cli.out, head, (size_t)n) < 0) {
         conn_close(c, "out of memory");

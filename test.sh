@@ -1448,6 +1448,16 @@ t_http_errors() {
     out=$(hraw "$lp" "GET / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
     [[ $(statuses <<<"$out") == 408 ]] && pass "http: a head not complete within timeout request -> 408" ||
         fail "http 408" "got: $(head -1 <<<"$out")"
+    # SPEC 5: a HEAD has no body, an answer of mtlslb's own too; its
+    # Content-Length stays that of the GET (RFC 9110 9.3.2).
+    out="$(hraw "$lp" "HEAD / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
+$(hraw "$lp" "HEAD /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n")"
+    if [[ $(statuses <<<"$out") == "408 414" ]] && [ "$(grep -c '^Content-Length: ' <<<"$out")" = 2 ] &&
+       ! grep -q '^4[01][48] [A-Z]' <<<"$out"; then
+        pass "http: HEAD gets mtlslb's own 408 and 414 without a body"
+    else
+        fail "http HEAD error body" "$(tr '\r\n' '  ' <<<"$out")"
+    fi
     # SPEC 5 and haproxy's timeout http-request: the first request's head is
     # due within timeout request of the handshake, even if not a byte came.
     out=$(hraw "$lp" "" --keep-open)
@@ -1471,6 +1481,13 @@ backend silent
     start_lb "$W/err2.conf" || { fail http-502 "no mtlslb"; stop_backend "$silent"; return; }
     c=$(cget "https://localhost:$lp/")
     [ "$c" = 502 ] && pass "http: server down -> 502" || fail "http 502" "got $c"
+    out=$(hraw "$lp" 'HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n')
+    if [[ $(statuses <<<"$out") == 502 ]] && grep -q '^Content-Length: 16' <<<"$out" &&
+       ! grep -q '^502 Bad' <<<"$out"; then
+        pass "http: HEAD, server down: 502 without a body"
+    else
+        fail "http HEAD 502 body" "$(tr '\r\n' '  ' <<<"$out")"
+    fi
     c=$(cget "https://localhost:$lp/silent")
     [ "$c" = 504 ] && grep -q "status=504" "$LB_LOG" && pass "http: server silent past timeout idle -> 504" ||
         fail "http 504" "got $c"
