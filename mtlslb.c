@@ -5961,6 +5961,28 @@ static void conn_srv_handshake(struct conn *c)
  * header inside the TLS stream would reach no PROXY-aware server).  A
  * connection just made has an empty send buffer: one send() takes it all.
  */
+/*
+ * A cipher's name as haproxy sends it (OpenSSL's): for TLS 1.3 the
+ * standard one (TLS_AES_128_GCM_SHA256), which some wolfSSL builds give
+ * as TLS13-AES128-GCM-SHA256; TLS 1.2 names are OpenSSL's in both.
+ */
+static const char *proxy_cipher_name(const char *name)
+{
+    static const char *const tls13[][2] = {
+        { "TLS13-AES128-GCM-SHA256", "TLS_AES_128_GCM_SHA256" },
+        { "TLS13-AES256-GCM-SHA384", "TLS_AES_256_GCM_SHA384" },
+        { "TLS13-CHACHA20-POLY1305-SHA256", "TLS_CHACHA20_POLY1305_SHA256" },
+        { "TLS13-AES128-CCM-SHA256", "TLS_AES_128_CCM_SHA256" },
+        { "TLS13-AES128-CCM-8-SHA256", "TLS_AES_128_CCM_8_SHA256" },
+    };
+    size_t i;
+
+    for (i = 0; name && i < sizeof tls13 / sizeof tls13[0]; i++)
+        if (strcmp(name, tls13[i][0]) == 0)
+            return tls13[i][1];
+    return name;
+}
+
 static int conn_send_proxy(struct conn *c)
 {
     struct mtlslb_tls_info ti;
@@ -5975,11 +5997,15 @@ static int conn_send_proxy(struct conn *c)
         addr_unmap(&laddr);
     memset(&ti, 0, sizeof ti);
     ti.version = wolfSSL_get_version(c->cli.ssl);
-    ti.cipher = wolfSSL_get_cipher(c->cli.ssl);
+    ti.cipher = proxy_cipher_name(wolfSSL_get_cipher(c->cli.ssl));
     ti.cn = c->cn[0] ? c->cn : NULL;
     ti.sni = c->sni[0] ? c->sni : NULL;
     ti.has_cert = c->has_cert;
-    ti.verify = 0;
+    /* PROXY v2: "zero if the client presented a certificate and it was
+     * successfully verified, and non-zero otherwise" (a client without one
+     * under verify optional).  A presented certificate that failed never
+     * gets here: the handshake was refused. */
+    ti.verify = c->has_cert ? 0 : 1;
     len = mtlslb_proxy_header(c->ls->cfg->send_proxy, (struct sockaddr *)&c->caddr,
                               (struct sockaddr *)&laddr, &ti, hdr, sizeof hdr);
     if (len < 0) {

@@ -531,6 +531,29 @@ EOF
         fi
         stop_lb
     done
+    # v2, verify optional, a client without a certificate: verify is
+    # non-zero (PROXY protocol 2.2.5: zero only if a certificate was
+    # presented and verified), no CN, client flags CLIENT_SSL only; the
+    # TLS 1.3 cipher by its standard name, as haproxy sends it.
+    conf_tcp "$lp" "    server p 127.0.0.1:$bp" "    send-proxy v2
+    verify optional" >"$W/proxy-opt.conf"
+    if start_lb "$W/proxy-opt.conf"; then
+        body=$(curl -s --max-time 10 --tlsv1.3 --cacert "$PKI/ca.crt" "https://localhost:$lp/")
+        if python3 - "$body" <<'EOF'
+import json, sys
+s = json.loads(sys.argv[1])["ssl"]
+assert s["verify"] != 0 and s["client"] == 1 and not s["cn"], s
+assert s["version"] == "TLSv1.3" and s["cipher"].startswith("TLS_"), s
+EOF
+        then
+            pass "send-proxy v2, no client certificate (verify optional): verify non-zero, no CN, the cipher's standard name"
+        else
+            fail "send-proxy v2 without a certificate" "backend saw: $body"
+        fi
+        stop_lb
+    else
+        fail "proxy verify optional" "no mtlslb"
+    fi
     # http mode: every request goes over a new server connection that opens
     # with its client's PROXY header (none is pooled: the header names one
     # client); two requests on one keep-alive client connection.
