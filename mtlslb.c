@@ -5222,7 +5222,8 @@ static int http_last_write(const struct conn *c, const struct side *from,
         return 0;
     if (c->closing)
         return 1;                   /* a generated response, then close */
-    if (c->tx.rs != HS_BODY || !(c->tx.close_client || c->cli.eof || c->S->stopping))
+    if (c->tx.rs != HS_BODY ||
+        !(c->tx.close_client || (c->cli.eof && c->cli.buf.len == 0) || c->S->stopping))
         return 0;                   /* as http_finish decides */
     switch (b->kind) {
     case BK_NONE:
@@ -6799,7 +6800,8 @@ static void http_finish(struct conn *c)
 
     http_log(c);
     http_release_server(c, t->srv_keep && t->rq == HQ_DONE);
-    if (t->close_client || c->cli.eof || c->S->stopping) {
+    /* A client that half-closed after pipelining is answered all it sent. */
+    if (t->close_client || (c->cli.eof && c->cli.buf.len == 0) || c->S->stopping) {
         c->closing = 1;
         return;
     }

@@ -1298,6 +1298,16 @@ t_http_keepalive() {
     else
         fail "http pipelining" "$(statuses <<<"$out")"
     fi
+    # The same, the client half-closing (FIN) once they are sent: what it
+    # sent before its FIN is answered, in order, then the close.
+    out=$(hraw "$lp" 'GET /q1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /q2 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /q3 HTTP/1.1\r\nHost: localhost\r\n\r\n')
+    if [ "$(statuses <<<"$out")" = "200 200 200" ] &&
+       [ "$(grep -h 'GET /q[123]' "$W/be.$b1.log" "$W/be.$b2.log" | wc -l)" = 3 ] &&
+       [ "$(grep -c 'req .* path="/q[123]"' "$LB_LOG")" = 3 ]; then
+        pass "http: three pipelined requests, then the client's FIN: all three answered and logged"
+    else
+        fail "http pipelining, half-closed" "$(statuses <<<"$out")"
+    fi
     stop_lb
     stop_backend "$b1"; stop_backend "$b2"
 }
