@@ -4839,8 +4839,8 @@ static void conn_close(struct conn *c, const char *why)
     c->dead = 1;
     if (c->established && !c->http)
         conn_log(c, why);
-    else if (c->http && c->tx.method[0] && !c->tx.logged)
-        http_log_end(c, why);       /* a request cut off: still one req line */
+    else if (c->http && c->tx.method[0] && !c->tx.logged)   /* cut off, or upgraded */
+        http_log_end(c, c->st == CONN_RELAY && strcmp(why, "done") == 0 ? NULL : why);
     else if (c->http)
         log_msg(MTLSLB_LOG_DEBUG, "conn %s listener=%s closed: %s", c->peer, c->ls->cfg->name, why);
     side_close(S, &c->cli);
@@ -6752,8 +6752,9 @@ static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
     c->srv.buf.off += m->head_len;
     c->srv.buf.len -= m->head_len;
     if (m->status == 101) {
-        /* Upgraded: from now on a plain relay, both ways (WebSocket). */
-        http_log(c);
+        /* Upgraded: from now on a plain relay, both ways (WebSocket).  Its
+         * req line is written when it ends (conn_close), with the bytes
+         * and time of the whole exchange. */
         c->cli.body.kind = c->srv.body.kind = BK_TUNNEL;
         c->st = CONN_RELAY;
         t->rs = HS_DONE;
@@ -6911,7 +6912,7 @@ static int http_advance(struct conn *c)
         if (c->srv.eof && c->srv.buf.len == 0) {
             c->closing = 1;                 /* the response was cut short */
             t->status = t->status ? t->status : 502;
-            http_log(c);
+            http_log_end(c, "server closed mid-response");
             return 1;
         }
     }

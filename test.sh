@@ -1500,6 +1500,15 @@ $(hraw "$lp" "HEAD /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n")
     else
         fail "http 408, silent" "got: $(head -1 <<<"$out"); $(grep 'status=408' "$LB_LOG" | tail -1)"
     fi
+    # A server closing before the end of its response: the client's
+    # connection is closed too, and the line says why (README).
+    out=$(hraw "$lp" "GET /short/100 HTTP/1.1\r\n${H}\r\n" --keep-open)
+    if [[ $(statuses <<<"$out") == 200 ]] &&
+       grep -q 'req .* status=200 method=GET path="/short/100" .* end="server closed mid-response"' "$LB_LOG"; then
+        pass "http: a response cut short by its server: the client is closed, the line ends with why"
+    else
+        fail "http response cut short" "$(grep 'path="/short/100"' "$LB_LOG")"
+    fi
     c=$(cget "https://localhost:$lp/")
     [ "$c" = 200 ] && pass "http: after all that, a good request on a new connection succeeds" ||
         fail "http after errors" "got $c"
@@ -1572,6 +1581,21 @@ t_http_upgrade() {
         pass "http: Upgrade answered 101 turns into a relay (bytes echo back)"
     else
         fail http-upgrade "$out"
+    fi
+    # SPEC 8: its line is written when the relay ends, with the bytes each
+    # way of the whole exchange (the tunnel's too) and its duration: here
+    # the client holds the tunnel open for a second.
+    out=$(hraw "$lp" 'GET /ws2 HTTP/1.1\r\nHost: l\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n0123456789abcdef' --keep-open --timeout 1)
+    sleep 0.3
+    local line
+    line=$(grep 'req .*path="/ws2"' "$LB_LOG")
+    if [ "$(wc -l <<<"$line")" = 1 ] && [[ $line == *" status=101 "* ]] && [[ $line != *' end='* ]] &&
+       [ "$(sed -n 's/.* bytes_out=\([0-9]*\) .*/\1/p' <<<"$line")" -gt 100 ] &&
+       [ "$(sed -n 's/.* ms=\([0-9]*\).*/\1/p' <<<"$line")" -ge 900 ] &&
+       grep -q "0123456789abcdef" <<<"$out"; then
+        pass "http: an upgraded connection's line comes at its end, with the tunnel's bytes and time"
+    else
+        fail "http upgrade log" "$line"
     fi
     stop_lb
     stop_backend "$bp"

@@ -19,6 +19,7 @@ MODE
             /sleep/SECS   wait SECS (float) before answering
             /bytes/N      body = N bytes ("x"), for large-response tests
             /chunked      body "NAME\\n" sent with Transfer-Encoding: chunked
+            /short/N      Content-Length: N, then N/2 bytes and the close
           A request with "Connection: Upgrade" and an Upgrade header gets
           "101 Switching Protocols" and then the connection echoes raw bytes.
           Each request is logged as one line "NAME METHOD TARGET" to --log.
@@ -286,6 +287,12 @@ class HttpHandler(socketserver.StreamRequestHandler):
                 out = b"x" * int(path[len("/bytes/"):])
             elif path == "/chunked":
                 chunked = True
+            elif path.startswith("/short/"):
+                # Content-Length N, N/2 bytes, then close: a response cut short.
+                n = int(path[len("/short/"):])
+                self.send(("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: %d\r\n\r\n" % n).encode() + b"x" * (n // 2))
+                return False
         except ValueError:
             code, out = 400, b"bad parameter\n"
         if 100 <= code < 200:
