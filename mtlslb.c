@@ -5912,8 +5912,12 @@ static void conn_server_failed(struct conn *c, const char *why)
     struct up_server *s = c->server, *o = srv_running(c, s);
 
     s->fails++;
-    if (o)
+    s->total--;                     /* counted by conn_use_server: it never got there */
+    if (o) {
         o->fails++;
+        if (o->total)
+            o->total--;
+    }
     s->backoff_until = S->now + MTLSLB_BACKOFF_MS;
     log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): connect failed: %s", s->be->name,
             s->cfg->name, s->cfg->addr_text, why);

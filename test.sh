@@ -2008,6 +2008,26 @@ PY
         fail "stats across reload" "$out"
     fi
     stop_lb
+    # A connect that fails is a connect failure, not a request: the
+    # request goes to the next server (retries) and counts there.
+    conf_http "$lp" "backend web
+    server gone 127.0.0.1:$dead
+    server a 127.0.0.1:$b1" | sed "s/^global$/global\n    stats 127.0.0.1:$sp/" >"$W/stats2.conf"
+    start_lb "$W/stats2.conf" || { fail stats "no mtlslb"; stop_backend "$b1"; return; }
+    c="$(cget "https://localhost:$lp/") $(cget "https://localhost:$lp/")"
+    out=$(curl -s --max-time 5 "http://127.0.0.1:$sp/stats")
+    if [ "$c" = "200 200" ] && python3 - "$out" <<'PY'
+import json, sys
+s = {x["name"]: x for x in json.loads(sys.argv[1])["backends"][0]["servers"]}
+assert s["gone"]["requests"] == 0 and s["gone"]["total"] == 0 and s["gone"]["connect_failures"] >= 1, s["gone"]
+assert s["a"]["requests"] == 2, s["a"]
+PY
+    then
+        pass "/stats: a failed connect counts as a connect failure only; the request counts on the server that got it"
+    else
+        fail "stats requests after a failed connect" "$c $out"
+    fi
+    stop_lb
     stop_backend "$b1"
 }
 
