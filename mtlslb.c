@@ -6842,6 +6842,16 @@ static int http_advance(struct conn *c)
         return 0;
     }
     if (t->rq == HQ_HEAD && t->rs == HS_NONE) {
+        /* RFC 9112 2.2: empty lines before a request line are ignored (some
+         * clients send a CRLF after a POST body). */
+        while (c->cli.buf.len > 0) {
+            const uint8_t *p = c->cli.buf.data + c->cli.buf.off;
+            size_t k = p[0] == '\n' ? 1 : c->cli.buf.len >= 2 && p[0] == '\r' && p[1] == '\n' ? 2 : 0;
+            if (k == 0)
+                break;
+            c->cli.buf.off += k;
+            c->cli.buf.len -= k;
+        }
         if (c->cli.buf.len == 0) {
             if (c->cli.eof) {
                 conn_close(c, "done");

@@ -1470,6 +1470,7 @@ t_http_errors() {
     expect "request line over 8 KB" 414 "GET /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n"
     expect "headers over 16 KB" 431 "GET / HTTP/1.1\r\n${H}X-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n"
     # Only the size limits a head (SPEC 5): 300 header lines in 12 KB pass.
+    expect "empty lines before the request line (RFC 9112 2.2)" 200 "\r\n\nGET / HTTP/1.1\r\n${H}Connection: close\r\n\r\n"
     expect "300 header lines, 12 KB in all" 200 "GET / HTTP/1.1\r\n${H}$(for i in $(seq 300); do printf 'X-H%03d: %030d\\r\\n' "$i" 0; done)Connection: close\r\n\r\n"
     expect "a chunk size with leading zeros" 200 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n"
     expect "a trailer field" 200 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n"
