@@ -366,6 +366,7 @@ struct cfg_parser {
     int line;
     enum cfg_section sec;
     size_t cur;                     /* index of the open listener or backend */
+    int seen[32];                   /* cfg_table index: its line in this section */
 };
 
 #define cfg_error(p, ...) report_at(&(p)->rep, __VA_ARGS__)
@@ -1329,10 +1330,26 @@ static const struct cfg_directive cfg_table[] = {
     { "workers",         SEC_GLOBAL,   1, 1,  cfg_workers },
 };
 
+/* Directives a section may hold more than once (the others: once). */
+static int cfg_repeatable(const char *name)
+{
+    static const char *const many[] = { "allow", "bind", "crl", "route", "server", "sni",
+                                        "timeout", NULL };
+    size_t i;
+
+    for (i = 0; many[i]; i++)
+        if (strcmp(name, many[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int cfg_cmp(const void *key, const void *elem)
 {
     return strcmp(key, ((const struct cfg_directive *)elem)->name);
 }
+
+typedef char cfg_seen_fits[sizeof cfg_table / sizeof cfg_table[0] <=
+                           sizeof ((struct cfg_parser *)0)->seen / sizeof(int) ? 1 : -1];
 
 static const char *cfg_section_name(unsigned sec)
 {
@@ -1454,6 +1471,7 @@ static void cfg_line(struct cfg_parser *p, char *line)
         return;
     if (strcmp(argv[0], "global") == 0 || strcmp(argv[0], "listener") == 0 ||
         strcmp(argv[0], "backend") == 0) {
+        memset(p->seen, 0, sizeof p->seen);
         cfg_section(p, argc, argv);
         return;
     }
@@ -1480,6 +1498,14 @@ static void cfg_line(struct cfg_parser *p, char *line)
             cfg_error(p, p->line, "'%s' takes %d to %d arguments", argv[0], d->min, d->max);
         return;
     }
+    if (!cfg_repeatable(d->name)) {
+        int *seen = &p->seen[d - cfg_table];
+        if (*seen) {
+            cfg_error(p, p->line, "'%s' is already set at line %d", argv[0], *seen);
+            return;
+        }
+        *seen = p->line;
+    }
     d->fn(p, argc, argv);
 }
 
@@ -1503,6 +1529,12 @@ static void cfg_finish(struct cfg_parser *p)
 
     for (i = 0; i < c->nlisteners; i++) {
         struct mtlslb_listener *l = &c->listeners[i];
+        const struct mtlslb_bind *st = &c->global.stats;
+        for (j = 0; j < l->nbinds; j++)
+            if (st->addrlen && st->addrlen == l->binds[j].addrlen &&
+                memcmp(&st->addr, &l->binds[j].addr, st->addrlen) == 0)
+                cfg_error(p, st->line, "stats %s is already used by bind at line %d", st->text,
+                          l->binds[j].line);
         if (l->mode == MTLSLB_MODE_TCP && (l->nroutes || l->forward_cert))
             cfg_error(p, l->nroutes ? l->routes[0].line : l->line,
                       "listener %s: %s is for mode http", l->name,

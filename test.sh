@@ -279,6 +279,14 @@ EOF
     base | sed 's/^    mode tcp$/    mode http/; s|^    default-backend web$|&\n    route path /x backend nope|' \
         >"$d/route-undefined.conf"
     check_bad route-undefined 8 "undefined backend 'nope'"
+    # The stats address on a listener's bind: the start would fail on it.
+    base | sed "s/^global$/global\n    stats 127.0.0.1:$port/" >"$d/stats-on-bind.conf"
+    check_bad stats-on-bind 2 "stats 127.0.0.1:$port is already used by bind at line 4"
+    # A directive that takes one value, given twice in a section.
+    base | sed 's/^    mode tcp$/&\n    mode http/' >"$d/mode-twice.conf"
+    check_bad mode-twice 5 "'mode' is already set at line 4"
+    { base; echo "    balance leastconn"; echo "    balance source"; } >"$d/balance-twice.conf"
+    check_bad balance-twice 11 "'balance' is already set at line 10"
 }
 
 # Good client through; each bad certificate refused with its reason logged.
