@@ -1279,6 +1279,14 @@ static int cfg_server(struct cfg_parser *p, int argc, char **argv)
                 cfg_file(p, &s->tls_key, argv[a + 2]) < 0)
                 return -1;
             a += 2;
+        } else if (strcmp(argv[a], "weight") == 0 ||
+                   (s->tls && (strcmp(argv[a], "ca") == 0 || strcmp(argv[a], "sni") == 0 ||
+                               strcmp(argv[a], "cert") == 0))) {
+            cfg_error(p, p->line, "server: '%s' needs %s", argv[a],
+                      strcmp(argv[a], "weight") == 0 ? "a number" :
+                      strcmp(argv[a], "ca") == 0 ? "a file" :
+                      strcmp(argv[a], "sni") == 0 ? "a name" : "a certificate and a key file");
+            return -1;
         } else {
             cfg_error(p, p->line, "server: unknown option '%s' (weight N, backup, tls [ca FILE] "
                       "[sni NAME] [cert CRT KEY])", argv[a]);

@@ -285,6 +285,8 @@ EOF
     # A directive that takes one value, given twice in a section.
     base | sed 's/^    mode tcp$/&\n    mode http/' >"$d/mode-twice.conf"
     check_bad mode-twice 5 "'mode' is already set at line 4"
+    base | sed 's|^    server a 127.0.0.1:9$|& weight|' >"$d/weight-missing.conf"
+    check_bad weight-missing 9 "server: 'weight' needs a number"
     { base; echo "    balance leastconn"; echo "    balance source"; } >"$d/balance-twice.conf"
     check_bad balance-twice 11 "'balance' is already set at line 10"
 }
