@@ -2723,6 +2723,7 @@ struct tls_rd {
     unsigned more : 1;              /* tls_send: more follows at once (MSG_MORE) */
     unsigned hold_ticket : 1;       /* tls_send: see there */
     unsigned wb_more : 1;           /* rd->wb holds bytes held for rd->more */
+    unsigned alerted : 1;           /* tls_send wrote an alert record */
 };
 
 static int tls_recv(WOLFSSL *ssl, char *out, int sz, void *ctx)
@@ -2819,6 +2820,8 @@ static int tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
     size_t held = rd->wb.len;
     ssize_t r;
 
+    if (sz > 0 && (unsigned char)out[0] == 21)
+        rd->alerted = 1;            /* content type alert (a record starts each write) */
     if (hold && rd->wb.off + held + (size_t)sz <= MTLSLB_BUF_SIZE && buf_take(&rd->wb) == 0) {
         memcpy(rd->wb.data + rd->wb.off + held, out, (size_t)sz);
         rd->wb.len += (size_t)sz;
@@ -4965,10 +4968,29 @@ static void conn_linger(struct conn *c)
         ;
 }
 
+/*
+ * A TLS 1.2 client that sent no certificate where one is required gets no
+ * alert from wolfSSL 5.5 (TLS 1.3 gets certificate_required): only the
+ * close.  RFC 5246 7.4.6 wants a fatal handshake_failure; the server has
+ * not sent its ChangeCipherSpec yet, so the alert goes in clear, as this
+ * 7-byte record.  Not when wolfSSL did send one.
+ */
+static void conn_alert_no_cert(struct conn *c)
+{
+    static const uint8_t alert[7] = { 21, 3, 3, 0, 2, 2, 40 };   /* fatal handshake_failure */
+    const char *v = wolfSSL_get_version(c->cli.ssl);
+
+    if (!c->cli.rd.alerted && v && strcmp(v, "TLSv1.2") == 0 && c->cli.pl.fd >= 0 &&
+        send(c->cli.pl.fd, alert, sizeof alert, MSG_NOSIGNAL) == (ssize_t)sizeof alert)
+        c->cli.rd.alerted = 1;
+}
+
 static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
 {
     const char *sni = c->cli.ssl ? wolfSSL_get_servername(c->cli.ssl, WOLFSSL_SNI_HOST_NAME) : NULL;
 
+    if (r == R_NO_CERT && c->cli.ssl)
+        conn_alert_no_cert(c);
     if (sni && !c->sni[0])
         (void)conn_name(&c->sni, sni);  /* for the log only: "-" if memory ran out */
     c->ls->hs_fail[r]++;

@@ -304,6 +304,14 @@ t_client_certs() {
     c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$PKI/ca.crt" \
         "https://localhost:$lp/")
     check_refused "no certificate" "$c" "no certificate"
+    # The client learns why: an alert, in TLS 1.2 too (RFC 5246 7.4.6:
+    # handshake_failure; TLS 1.3: certificate_required), not a bare close.
+    c="$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$lp" -tls1_2 -ign_eof -CAfile "$PKI/ca.crt" 2>&1 |
+         grep -o 'alert number [0-9]*')|$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$lp" -tls1_3 -ign_eof \
+         -CAfile "$PKI/ca.crt" 2>&1 | grep -o 'alert number [0-9]*')"
+    [ "$c" = "alert number 40|alert number 116" ] &&
+        pass "no certificate: TLS 1.2 gets the alert handshake_failure, TLS 1.3 certificate_required" ||
+        fail "no certificate alert" "got '$c'"
     check_refused "revoked certificate" "$(cas revoked "https://localhost:$lp/")" "revoked"
     check_refused "expired certificate" "$(cas expired "https://localhost:$lp/")" "expired"
     check_refused "unrelated CA" "$(cas other-client "https://localhost:$lp/")" "unknown CA"
