@@ -6023,12 +6023,6 @@ static void conn_srv_handshake(struct conn *c)
 }
 
 /*
- * send-proxy: the PROXY protocol header opens every connection made to a
- * server, ahead of its TLS if it has any (as haproxy's send-proxy; a
- * header inside the TLS stream would reach no PROXY-aware server).  A
- * connection just made has an empty send buffer: one send() takes it all.
- */
-/*
  * A cipher's name as haproxy sends it (OpenSSL's): for TLS 1.3 the
  * standard one (TLS_AES_128_GCM_SHA256), which some wolfSSL builds give
  * as TLS13-AES128-GCM-SHA256; TLS 1.2 names are OpenSSL's in both.
@@ -6050,6 +6044,12 @@ static const char *proxy_cipher_name(const char *name)
     return name;
 }
 
+/*
+ * send-proxy: the PROXY protocol header opens every connection made to a
+ * server, ahead of its TLS if it has any (as haproxy's send-proxy; a
+ * header inside the TLS stream would reach no PROXY-aware server).  A
+ * connection just made has an empty send buffer: one send() takes it all.
+ */
 static int conn_send_proxy(struct conn *c)
 {
     struct mtlslb_tls_info ti;
