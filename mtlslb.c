@@ -23,6 +23,9 @@
 #include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 #include <wolfssl/wolfcrypt/aes.h>
+#if defined(HAVE_CHACHA) && defined(HAVE_POLY1305)
+#include <wolfssl/wolfcrypt/chacha20_poly1305.h>
+#endif
 #include <wolfssl/openssl/ec.h>
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/pem.h>
@@ -2566,25 +2569,142 @@ int mtlslb_identity_allowed(const struct mtlslb_allow *rules, size_t n,
  * SPEC 4 wants the alert access_denied after the handshake; wolfSSL 5.5 has
  * no public call to send an alert of the application's choosing.  Its own
  * sender is internal: hidden in a shared libwolfssl (the weak reference
- * below is then NULL, and a refused certificate fails verification with
- * bad_certificate), but linked in from a static one (WOLFSSL_SRC builds),
- * where the handshake completes and access_denied follows.
+ * below is then NULL), but linked in from a static one (WOLFSSL_SRC
+ * builds).  Without it, tls_seal_alert below; where neither can, a refused
+ * certificate fails verification with bad_certificate.
  */
 #if defined(__GNUC__) || defined(__clang__)
 int SendAlert(WOLFSSL *ssl, int severity, int type) __attribute__((weak));
-#define TLS_CAN_ALERT() (SendAlert != NULL)
+#define TLS_HAS_SENDALERT() (SendAlert != NULL)
 #else
-#define TLS_CAN_ALERT() 0
+#define TLS_HAS_SENDALERT() 0
 #endif
 
-/* Send the alert access_denied on an established connection, where it can. */
-static int tls_alert_denied(WOLFSSL *ssl)
+/*
+ * Without SendAlert, a libwolfssl built with ATOMIC_USER (Debian's is)
+ * still hands out the write key, IV and sequence number of a connection,
+ * so the one alert record is sealed here: AES-GCM or ChaCha20-Poly1305,
+ * TLS 1.3 (RFC 8446 5.2: inner type 21, outer 23, nonce = IV ^ seq) or
+ * TLS 1.2 (RFC 5288: 4-byte salt and 8-byte explicit nonce; RFC 7905: IV ^
+ * seq; additional data seq, type, version, length).  The connection is
+ * closed right after it: wolfSSL's own sequence number never matters again.
+ */
+#if defined(ATOMIC_USER) && defined(HAVE_AESGCM)
+#define TLS_SEAL 1
+#endif
+
+#ifdef TLS_SEAL
+/* Can tls_seal_alert seal for this connection's cipher? */
+static int tls_seal_ok(WOLFSSL *ssl)
 {
-#if defined(__GNUC__) || defined(__clang__)
-    if (TLS_CAN_ALERT())
-        return SendAlert(ssl, alert_fatal, access_denied) == 0 ? 0 : -1;
+    const char *v = wolfSSL_get_version(ssl);
+    int bulk = wolfSSL_GetBulkCipher(ssl);
+
+    return wolfSSL_GetSide(ssl) == WOLFSSL_SERVER_END && v &&
+           (strcmp(v, "TLSv1.3") == 0 || strcmp(v, "TLSv1.2") == 0) &&
+           (bulk == wolfssl_aes_gcm
+#if defined(HAVE_CHACHA) && defined(HAVE_POLY1305)
+            || bulk == wolfssl_chacha
+#endif
+           ) && wolfSSL_GetAeadMacSize(ssl) == 16;
+}
+
+static int tls_seal_alert(WOLFSSL *ssl, int fd, uint8_t desc)
+{
+    const uint8_t *key = wolfSSL_GetServerWriteKey(ssl), *iv = wolfSSL_GetServerWriteIV(ssl);
+    int ksz = wolfSSL_GetKeySize(ssl), tls13 = strcmp(wolfSSL_get_version(ssl), "TLSv1.3") == 0;
+    int chacha = wolfSSL_GetBulkCipher(ssl) != wolfssl_aes_gcm;
+    uint8_t rec[5 + 8 + 3 + 16], pt[3], nonce[12], aad[13], *body, *tag;
+    word64 seq = 0;
+    size_t ptlen = tls13 ? 3 : 2, n, i, aadlen;
+    int r = -1;
+
+    if (!key || !iv || (ksz != 16 && ksz != 32))
+        return -1;
+    (void)wolfSSL_GetSequenceNumber(ssl, &seq);     /* "fails" when seq is 0 */
+    pt[0] = alert_fatal;
+    pt[1] = desc;
+    pt[2] = 21;                                     /* TLS 1.3: the inner content type */
+    if (tls13 || chacha) {
+        memcpy(nonce, iv, 12);
+        for (i = 0; i < 8; i++)
+            nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
+    } else {
+        memcpy(nonce, iv, 4);
+        for (i = 0; i < 8; i++)
+            nonce[4 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    }
+    n = (tls13 || chacha ? 0 : 8) + ptlen + 16;
+    rec[0] = tls13 ? 23 : 21;
+    rec[1] = 3;
+    rec[2] = 3;
+    rec[3] = 0;
+    rec[4] = (uint8_t)n;
+    body = rec + 5;
+    if (!tls13 && !chacha) {
+        memcpy(body, nonce + 4, 8);                 /* the explicit nonce */
+        body += 8;
+    }
+    tag = body + ptlen;
+    if (tls13) {
+        memcpy(aad, rec, 5);
+        aadlen = 5;
+    } else {
+        for (i = 0; i < 8; i++)
+            aad[i] = (uint8_t)(seq >> (56 - 8 * i));
+        aad[8] = 21;
+        aad[9] = 3;
+        aad[10] = 3;
+        aad[11] = 0;
+        aad[12] = (uint8_t)ptlen;
+        aadlen = 13;
+    }
+    if (chacha) {
+#if defined(HAVE_CHACHA) && defined(HAVE_POLY1305)
+        if (ksz == 32)
+            r = wc_ChaCha20Poly1305_Encrypt(key, nonce, aad, (word32)aadlen, pt, (word32)ptlen,
+                                            body, tag);
+#endif
+    } else {
+        Aes aes;
+        if (wc_AesInit(&aes, NULL, INVALID_DEVID) == 0) {
+            if (wc_AesGcmSetKey(&aes, key, (word32)ksz) == 0)
+                r = wc_AesGcmEncrypt(&aes, body, pt, (word32)ptlen, nonce, 12, tag, 16, aad,
+                                     (word32)aadlen);
+            wc_AesFree(&aes);
+        }
+    }
+    if (r != 0)
+        return -1;
+    n += 5;
+    return send(fd, rec, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+#endif
+
+/* Can access_denied follow this connection's handshake? */
+static int tls_can_alert(WOLFSSL *ssl)
+{
+#ifdef TLS_SEAL
+    if (tls_seal_ok(ssl))
+        return 1;
 #endif
     (void)ssl;
+    return TLS_HAS_SENDALERT();
+}
+
+/* Send the alert access_denied on an established connection, where it can. */
+static int tls_alert_denied(WOLFSSL *ssl, int fd)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    if (TLS_HAS_SENDALERT())
+        return SendAlert(ssl, alert_fatal, access_denied) == 0 ? 0 : -1;
+#endif
+#ifdef TLS_SEAL
+    if (tls_seal_ok(ssl))
+        return tls_seal_alert(ssl, fd, access_denied);
+#endif
+    (void)ssl;
+    (void)fd;
     return -1;
 }
 
@@ -2660,7 +2780,7 @@ static struct tls_ctx *tls_ctx_of(struct tls_listener *t, WOLFSSL *ssl);
  * Called by wolfSSL for the client's leaf certificate once its chain
  * verified.  The chain must be the client's own (tls_chain_own).  A tcp
  * listener's allow lines are checked here too where no access_denied
- * alert can follow the handshake (TLS_CAN_ALERT): a refused certificate
+ * alert can follow the handshake (tls_can_alert): a refused certificate
  * fails the handshake with a TLS alert, so nothing is ever relayed.  (An
  * http listener answers 403 instead.)  tr->denied and tr->chain_bad tell
  * these failures from wolfSSL's own.
@@ -2686,7 +2806,7 @@ static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
     if (tls_peer_keep(tr, st->certs[0].buffer, (int)st->certs[0].length) < 0)
         return 0;                   /* memory ran out: refused */
     l = tr->tl->cfg;
-    if (l->mode != MTLSLB_MODE_TCP || !l->nallows || TLS_CAN_ALERT())
+    if (l->mode != MTLSLB_MODE_TCP || !l->nallows || tls_can_alert(ssl))
         return ok;
     if (mtlslb_cert_peer(st->certs[0].buffer, st->certs[0].length, &pe) == 0 &&
         mtlslb_identity_allowed(l->allows, l->nallows, &pe))
@@ -7193,7 +7313,7 @@ static void conn_handshake_done(struct conn *c)
     if (c->denied && l->mode == MTLSLB_MODE_TCP) {
         /* access_denied where wolfSSL lets us (tls_alert_denied), else (a
          * resumed session, no certificate) a close; nothing is relayed */
-        tls_alert_denied(c->cli.ssl);
+        tls_alert_denied(c->cli.ssl, c->cli.pl.fd);
         conn_denied_log(c, l->allows, l->nallows, "");
         conn_hs_fail(c, R_DENIED, NULL);
         return;

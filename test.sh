@@ -2704,15 +2704,18 @@ t_allow() {
     start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
     out="$(aget device-1 "https://localhost:$tp/")$(aget device-2 "https://localhost:$tp/")$(aget admin "https://localhost:$tp/")"
     out="$out $(aget device-1 "https://localhost:$hp/")$(aget device-2 "https://localhost:$hp/")$(aget admin "https://localhost:$hp/")"
-    # The alert: access_denied where wolfSSL is linked in (see tls_alert_denied),
-    # bad_certificate with a shared libwolfssl.
-    want="alert bad certificate"
-    ldd "$BIN" 2>/dev/null | grep -q libwolfssl || want="alert access denied"
-    c=$(for v in -tls1_3 -tls1_2; do
+    # The alert (SPEC 4): access_denied right after the handshake, with a
+    # shared libwolfssl too (tls_seal_alert), for each AEAD of TLS 1.3 and 1.2.
+    want="alert access denied"
+    c=$(for v in "-tls1_3 -ciphersuites TLS_AES_128_GCM_SHA256" "-tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384" \
+                 "-tls1_3 -ciphersuites TLS_CHACHA20_POLY1305_SHA256" \
+                 "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" \
+                 "-tls1_2 -cipher ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384" \
+                 "-tls1_2 -cipher ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"; do
         timeout 10 openssl s_client -connect "127.0.0.1:$tp" $v -ign_eof -cert "$d/admin.crt" \
             -key "$d/admin.key" -CAfile "$PKI/ca.crt" </dev/null 2>&1 | grep -ci "$want"
     done | awk '$1 > 0' | wc -l)
-    if [ "$out" = "200200000 200200403" ] && [ "$c" = 2 ] &&
+    if [ "$out" = "200200000 200200403" ] && [ "$c" = 6 ] &&
        grep -q 'access denied .* listener=tls cn=admin rule="allow cn device-\*"' "$LB_LOG" &&
        grep -q 'handshake failed .*reason="access denied"' "$LB_LOG" &&
        grep -q 'access denied .* listener=web cn=admin rule="allow cn device-\*"' "$LB_LOG" &&
