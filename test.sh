@@ -45,9 +45,11 @@ newport() {
     printf -v "$1" %d "$NEXT_PORT"
 }
 
+# wait_file FILE [STEPS]: until FILE exists, STEPS x 50 ms at most (200:
+# 10 s, for python servers on a loaded machine).
 wait_file() {
     local i
-    for i in $(seq 100); do [ -e "$1" ] && return 0; sleep 0.05; done
+    for i in $(seq "${2:-200}"); do [ -e "$1" ] && return 0; sleep 0.05; done
     return 1
 }
 
@@ -2080,7 +2082,8 @@ open(ready, "w").close()
 threading.Event().wait()
 PY
     local mp=$!
-    wait_file "$W/many.ready"
+    # 20 servers and their threads: slow to start on a loaded machine.
+    wait_file "$W/many.ready" 600 || { fail checks-load "the 20 test servers did not start"; kill $mp; return; }
     for i in $(seq 20); do servers="$servers
     server s$i 127.0.0.1:$((base + i))"; done
     conf_http "$lp" "backend web
