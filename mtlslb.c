@@ -258,6 +258,41 @@ static void str_clean(char *dst, size_t len, const char *src)
     dst[i] = 0;
 }
 
+/*
+ * Log values a client chooses (SNI, certificate CN, path) must not forge
+ * fields: control bytes are '?' already (str_clean), and log_escape puts a
+ * backslash before '"' and '\\'.  log_word gives a value as it is when it
+ * has no blank, '"' or '\\' (every host name, most CNs), else quoted and
+ * escaped; "-" when empty.  Cut to fit len.
+ */
+static void log_escape(char *out, size_t len, const char *s)
+{
+    size_t o = 0;
+
+    for (; *s && o + 2 < len; s++) {
+        if (*s == '"' || *s == '\\')
+            out[o++] = '\\';
+        out[o++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
+    }
+    out[o] = 0;
+}
+
+static const char *log_word(char *out, size_t len, const char *s)
+{
+    size_t n;
+
+    if (!*s)
+        return "-";
+    if (!strpbrk(s, " \"\\"))
+        return s;
+    out[0] = '"';
+    log_escape(out + 1, len - 2, s);
+    n = strlen(out);
+    out[n] = '"';
+    out[n + 1] = 0;
+    return out;
+}
+
 /* Where configuration errors go, each as "FILE:LINE: message". */
 struct report {
     mtlslb_report_fn *fn;
@@ -4876,18 +4911,21 @@ static void conn_denied_log(struct conn *c, const struct mtlslb_allow *a, size_t
 {
     char rules[512];
 
+    char cn[520];
+
     conn_rules_text(a, n, rules, sizeof rules);
     log_msg(MTLSLB_LOG_INFO, "access denied %s listener=%s%s cn=%s rule=\"%s\"", c->peer,
-            c->ls->cfg->name, where, c->cn[0] ? c->cn : "-", rules);
+            c->ls->cfg->name, where, log_word(cn, sizeof cn, c->cn), rules);
 }
 
 static void conn_log(struct conn *c, const char *end)
 {
     const struct up_server *s = c->server;
+    char sni[520], cn[520];
 
     log_msg(MTLSLB_LOG_INFO, "conn %s listener=%s sni=%s cn=%s backend=%s/%s bytes_in=%llu "
             "bytes_out=%llu ms=%llu end=\"%s\"", c->peer, c->ls->cfg->name,
-            c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
+            log_word(sni, sizeof sni, c->sni), log_word(cn, sizeof cn, c->cn),
             c->ls->up->cfg->name, s ? s->cfg->name : "-",
             (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
             (unsigned long long)(c->S->now - c->start), end);
@@ -5108,6 +5146,7 @@ static void conn_alert_no_cert(struct conn *c)
 static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
 {
     const char *sni = c->cli.ssl ? wolfSSL_get_servername(c->cli.ssl, WOLFSSL_SNI_HOST_NAME) : NULL;
+    char word[520];
 
     if (r == R_NO_CERT && c->cli.ssl)
         conn_alert_no_cert(c);
@@ -5121,7 +5160,7 @@ static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
     }
     conn_linger(c);
     log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
-            c->peer, c->ls->cfg->name, c->sni[0] ? c->sni : "-", tls_reason_names[r],
+            c->peer, c->ls->cfg->name, log_word(word, sizeof word, c->sni), tls_reason_names[r],
             detail ? " detail=" : "", detail ? detail : "");
     conn_close(c, tls_reason_names[r]);
 }
@@ -6710,12 +6749,15 @@ static void http_log_end(struct conn *c, const char *end)
     struct http_tx *t = &c->tx;
     const struct up_server *s = t->server;
 
+    char sni[520], cn[520], path[2 * sizeof t->path];
+
     t->logged = 1;
+    log_escape(path, sizeof path, t->path);
     log_msg(MTLSLB_LOG_INFO, "req %s listener=%s sni=%s cn=%s backend=%s/%s status=%d "
             "method=%s path=\"%s\" bytes_in=%llu bytes_out=%llu ms=%llu%s%s%s", c->peer,
-            c->ls->cfg->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
+            c->ls->cfg->name, log_word(sni, sizeof sni, c->sni), log_word(cn, sizeof cn, c->cn),
             t->up ? t->up->cfg->name : "-", s ? s->cfg->name : "-", t->status,
-            t->method[0] ? t->method : "-", t->path, (unsigned long long)(c->bytes_in - t->in0),
+            t->method[0] ? t->method : "-", path, (unsigned long long)(c->bytes_in - t->in0),
             (unsigned long long)(c->bytes_out - t->out0),
             (unsigned long long)(c->S->now - t->start), end ? " end=\"" : "", end ? end : "",
             end ? "\"" : "");
@@ -7298,6 +7340,7 @@ static void conn_handshake_done(struct conn *c)
     struct mtlslb *S = c->S;
     const struct mtlslb_listener *l = c->ls->cfg;
     const char *why;
+    char sni[520], cn[520];
 
     why = tls_resume_problem(&c->ls->tls, c->cli.ssl, &c->tr, c->has_cert);
     if (why) {
@@ -7321,7 +7364,7 @@ static void conn_handshake_done(struct conn *c)
     c->established = 1;
     c->hs_sni = tls_ctx_of(&c->ls->tls, c->cli.ssl)->sni;
     log_msg(MTLSLB_LOG_DEBUG, "handshake ok %s listener=%s sni=%s cn=%s %s %s", c->peer,
-            l->name, c->sni[0] ? c->sni : "-", c->cn[0] ? c->cn : "-",
+            l->name, log_word(sni, sizeof sni, c->sni), log_word(cn, sizeof cn, c->cn),
             wolfSSL_get_version(c->cli.ssl), wolfSSL_get_cipher(c->cli.ssl));
     c->up = c->ls->up;
     if (l->mode == MTLSLB_MODE_HTTP) {

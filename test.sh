@@ -314,6 +314,14 @@ t_client_certs() {
     [ "$c" = "alert number 40|alert number 116" ] &&
         pass "no certificate: TLS 1.2 gets the alert handshake_failure, TLS 1.3 certificate_required" ||
         fail "no certificate alert" "got '$c'"
+    # SPEC 8: a client's SNI cannot forge log fields (quoted and escaped
+    # when it has a blank, '"' or '\'; host names are logged as they are).
+    echo | timeout 10 openssl s_client -connect "127.0.0.1:$lp" -servername 'localhost reason="ok" cn=admin' \
+        -CAfile "$PKI/ca.crt" >/dev/null 2>&1
+    sleep 0.2
+    grep -q 'handshake failed .* sni="localhost reason=\\"ok\\" cn=admin" reason="no certificate"' "$LB_LOG" &&
+        pass "log: an SNI with blanks and quotes is logged quoted and escaped, no field forged" ||
+        fail "log SNI forging" "$(grep 'handshake failed' "$LB_LOG" | tail -1)"
     check_refused "revoked certificate" "$(cas revoked "https://localhost:$lp/")" "revoked"
     check_refused "expired certificate" "$(cas expired "https://localhost:$lp/")" "expired"
     check_refused "unrelated CA" "$(cas other-client "https://localhost:$lp/")" "unknown CA"
