@@ -4770,6 +4770,7 @@ struct http_tx {
     int status;                     /* for the log */
     uint64_t start, head_start;     /* monotonic ms */
     uint64_t in0, out0;             /* connection byte counts at the start */
+    uint64_t head_in;               /* the request head's bytes (in bytes_in) */
     struct up_backend *up;
     struct up_server *server;       /* for the log, once chosen */
     char method[24];
@@ -5000,7 +5001,7 @@ static void conn_use_server(struct conn *c, struct up_server *s)
     /* A server connection just taken has nothing for us before poll() says
      * so: a new one has not been asked anything, a pooled one was idle. */
     c->srv.rd.drained = 1;
-    c->srv_in0 = c->bytes_in;
+    c->srv_in0 = c->bytes_in - (c->http ? c->tx.head_in : 0);   /* http: its head goes there */
     c->srv_out0 = c->bytes_out;
     s->active++;
     s->total++;
@@ -5426,6 +5427,8 @@ static void relay_coalesce(struct side *from, struct side *to)
     from->buf.off += n;
     from->buf.len -= n;
     relay_sent(from, n);
+    if (from == &from->conn->cli)
+        from->conn->bytes_in += n;  /* the client's bytes, counted as taken */
 }
 
 /*
@@ -5504,10 +5507,8 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
             if (to->out.off == to->out.len)
                 to->out.off = to->out.len = 0;
             if (to == &c->cli)
-                c->bytes_out += n;
-            else
-                c->bytes_in += n;
-            moved = 1;
+                c->bytes_out += n;      /* what the client gets, our head included */
+            moved = 1;              /* to the server: counted as taken from the client */
         } else if (st == IO_ERR) {
             side_fail(c, to, st, err, 1);
             return -1;
@@ -6143,6 +6144,8 @@ static void conn_server_failed(struct conn *c, const char *why)
     log_msg(MTLSLB_LOG_WARN, "backend %s server %s (%s): connect failed: %s", s->be->name,
             s->cfg->name, s->cfg->addr_text, why);
     side_close(S, &c->srv);
+    c->srv_in0 = c->bytes_in;       /* no byte of it counts on this server */
+    c->srv_out0 = c->bytes_out;
     conn_release_server(c);
     if (c->tries > c->up->cfg->retries) {
         conn_no_server(c, 502);
@@ -6926,6 +6929,8 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
     }
     c->cli.buf.off += m->head_len;
     c->cli.buf.len -= m->head_len;
+    c->bytes_in += m->head_len;     /* SPEC 8: bytes from the client, not our rewrite */
+    t->head_in = m->head_len;
     http_body_start(&c->cli, m->body, m->content_length);
     c->cli.body.ch.request = 1;
     t->rq = m->body == MTLSLB_BODY_NONE ? HQ_DONE : HQ_BODY;

@@ -1529,6 +1529,19 @@ $(hraw "$lp" "HEAD /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n")
     else
         fail "http 408, silent" "got: $(head -1 <<<"$out"); $(grep 'status=408' "$LB_LOG" | tail -1)"
     fi
+    # SPEC 8 bytes each way: bytes_in is what the client sent (head and
+    # body), not the request as rewritten for the server (X-Forwarded-*,
+    # X-Client-* added); a 502 after it still counts it.
+    local req='POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello'
+    out=$(hraw "$lp" "$req")
+    local want
+    want=$(printf "$req" | wc -c)
+    if [[ $(statuses <<<"$out") == 200 ]] &&
+       grep -q "req .* method=POST path=\"/echo\" bytes_in=$want " "$LB_LOG"; then
+        pass "http: bytes_in counts the client's request as sent ($want bytes), not its rewrite"
+    else
+        fail "http bytes_in" "wanted $want: $(grep 'path="/echo"' "$LB_LOG" | tail -1)"
+    fi
     # A server closing before the end of its response: the client's
     # connection is closed too, and the line says why (README).
     out=$(hraw "$lp" "GET /short/100 HTTP/1.1\r\n${H}\r\n" --keep-open)
