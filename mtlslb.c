@@ -1339,55 +1339,43 @@ struct cfg_directive {
     unsigned sections;
     int min, max;                   /* arguments after the keyword */
     cfg_fn *fn;
+    int many;                       /* may appear more than once in a section */
 };
 
 /* Sorted by name: looked up with bsearch. */
 static const struct cfg_directive cfg_table[] = {
-    { "allow",           SEC_LISTENER, 2, 64, cfg_allow_l },
-    { "balance",         SEC_BACKEND,  1, 1,  cfg_balance },
-    { "bind",            SEC_LISTENER, 1, 1,  cfg_bind },
-    { "ca",              SEC_LISTENER, 1, 1,  cfg_ca },
-    { "cert",            SEC_LISTENER, 2, 2,  cfg_cert },
-    { "check",           SEC_BACKEND,  1, 5,  cfg_check },
-    { "check-interval",  SEC_BACKEND,  1, 1,  cfg_check_time },
-    { "check-timeout",   SEC_BACKEND,  1, 1,  cfg_check_time },
-    { "ciphers",         SEC_LISTENER, 1, 1,  cfg_ciphers },
-    { "crl",             SEC_LISTENER, 1, 1,  cfg_crl_l },
-    { "default-backend", SEC_LISTENER, 1, 1,  cfg_default_backend },
-    { "fall",            SEC_BACKEND,  1, 1,  cfg_rise_fall },
-    { "forward-cert",    SEC_LISTENER, 1, 1,  cfg_forward_cert },
-    { "grace",           SEC_GLOBAL,   1, 1,  cfg_grace },
-    { "log",             SEC_GLOBAL,   1, 1,  cfg_log },
-    { "log-level",       SEC_GLOBAL,   1, 1,  cfg_log_level },
-    { "max-conns",       SEC_GLOBAL,   1, 1,  cfg_max_conns },
-    { "mode",            SEC_LISTENER, 1, 1,  cfg_mode },
-    { "retries",         SEC_BACKEND,  1, 1,  cfg_retries },
-    { "rise",            SEC_BACKEND,  1, 1,  cfg_rise_fall },
-    { "route",           SEC_LISTENER, 2, 31, cfg_route },
-    { "send-proxy",      SEC_LISTENER, 1, 1,  cfg_send_proxy },
-    { "server",          SEC_BACKEND,  2, 16, cfg_server },
-    { "sni",             SEC_LISTENER, 3, 9,  cfg_sni },
-    { "sni-strict",      SEC_LISTENER, 1, 1,  cfg_sni_strict },
-    { "stats",           SEC_GLOBAL,   1, 1,  cfg_stats },
-    { "timeout",         SEC_GLOBAL,   2, 2,  cfg_timeout },
-    { "tls-min",         SEC_LISTENER, 1, 1,  cfg_tls_min },
-    { "user",            SEC_GLOBAL,   1, 1,  cfg_user },
-    { "verify",          SEC_LISTENER, 1, 1,  cfg_verify },
-    { "workers",         SEC_GLOBAL,   1, 1,  cfg_workers },
+    { "allow",           SEC_LISTENER, 2, 64, cfg_allow_l,         1 },
+    { "balance",         SEC_BACKEND,  1, 1,  cfg_balance,         0 },
+    { "bind",            SEC_LISTENER, 1, 1,  cfg_bind,            1 },
+    { "ca",              SEC_LISTENER, 1, 1,  cfg_ca,              0 },
+    { "cert",            SEC_LISTENER, 2, 2,  cfg_cert,            0 },
+    { "check",           SEC_BACKEND,  1, 5,  cfg_check,           0 },
+    { "check-interval",  SEC_BACKEND,  1, 1,  cfg_check_time,      0 },
+    { "check-timeout",   SEC_BACKEND,  1, 1,  cfg_check_time,      0 },
+    { "ciphers",         SEC_LISTENER, 1, 1,  cfg_ciphers,         0 },
+    { "crl",             SEC_LISTENER, 1, 1,  cfg_crl_l,           1 },
+    { "default-backend", SEC_LISTENER, 1, 1,  cfg_default_backend, 0 },
+    { "fall",            SEC_BACKEND,  1, 1,  cfg_rise_fall,       0 },
+    { "forward-cert",    SEC_LISTENER, 1, 1,  cfg_forward_cert,    0 },
+    { "grace",           SEC_GLOBAL,   1, 1,  cfg_grace,           0 },
+    { "log",             SEC_GLOBAL,   1, 1,  cfg_log,             0 },
+    { "log-level",       SEC_GLOBAL,   1, 1,  cfg_log_level,       0 },
+    { "max-conns",       SEC_GLOBAL,   1, 1,  cfg_max_conns,       0 },
+    { "mode",            SEC_LISTENER, 1, 1,  cfg_mode,            0 },
+    { "retries",         SEC_BACKEND,  1, 1,  cfg_retries,         0 },
+    { "rise",            SEC_BACKEND,  1, 1,  cfg_rise_fall,       0 },
+    { "route",           SEC_LISTENER, 2, 31, cfg_route,           1 },
+    { "send-proxy",      SEC_LISTENER, 1, 1,  cfg_send_proxy,      0 },
+    { "server",          SEC_BACKEND,  2, 16, cfg_server,          1 },
+    { "sni",             SEC_LISTENER, 3, 9,  cfg_sni,             1 },
+    { "sni-strict",      SEC_LISTENER, 1, 1,  cfg_sni_strict,      0 },
+    { "stats",           SEC_GLOBAL,   1, 1,  cfg_stats,           0 },
+    { "timeout",         SEC_GLOBAL,   2, 2,  cfg_timeout,         1 },
+    { "tls-min",         SEC_LISTENER, 1, 1,  cfg_tls_min,         0 },
+    { "user",            SEC_GLOBAL,   1, 1,  cfg_user,            0 },
+    { "verify",          SEC_LISTENER, 1, 1,  cfg_verify,          0 },
+    { "workers",         SEC_GLOBAL,   1, 1,  cfg_workers,         0 },
 };
-
-/* Directives a section may hold more than once (the others: once). */
-static int cfg_repeatable(const char *name)
-{
-    static const char *const many[] = { "allow", "bind", "crl", "route", "server", "sni",
-                                        "timeout", NULL };
-    size_t i;
-
-    for (i = 0; many[i]; i++)
-        if (strcmp(name, many[i]) == 0)
-            return 1;
-    return 0;
-}
 
 static int cfg_cmp(const void *key, const void *elem)
 {
@@ -1544,7 +1532,7 @@ static void cfg_line(struct cfg_parser *p, char *line)
             cfg_error(p, p->line, "'%s' takes %d to %d arguments", argv[0], d->min, d->max);
         return;
     }
-    if (!cfg_repeatable(d->name)) {
+    if (!d->many) {
         int *seen = &p->seen[d - cfg_table];
         if (*seen) {
             cfg_error(p, p->line, "'%s' is already set at line %d", argv[0], *seen);
@@ -4910,9 +4898,7 @@ static void conn_rules_text(const struct mtlslb_allow *a, size_t n, char *out, s
 static void conn_denied_log(struct conn *c, const struct mtlslb_allow *a, size_t n,
                             const char *where)
 {
-    char rules[512];
-
-    char cn[520];
+    char rules[512], cn[520];
 
     conn_rules_text(a, n, rules, sizeof rules);
     log_msg(MTLSLB_LOG_INFO, "access denied %s listener=%s%s cn=%s rule=\"%s\"", c->peer,
@@ -6751,7 +6737,6 @@ static void http_log_end(struct conn *c, const char *end)
 {
     struct http_tx *t = &c->tx;
     const struct up_server *s = t->server;
-
     char sni[520], cn[520], path[2 * sizeof t->path];
 
     t->logged = 1;
@@ -8215,11 +8200,12 @@ static void stats_accept(struct mtlslb *S)
  * at least every LOOP_SPIN iterations; whenever it has nothing ready, the
  * whole array is polled and waited on, as before.  Only while the cold part
  * is at least as large as the hot one: else a hot-only poll that finds
- * nothing costs more than the cold part it would have saved scanning.  A cold descriptor that
- * wakes therefore waits at most LOOP_SPIN - 1 iterations behind busy ones
- * (each a batch of ready events, well under a millisecond of work), and not
- * at all when the loop has time to wait.  A cold slot with an event turns
- * hot; a hot one is cooled after each whole poll once it is LOOP_COLD_MS old.
+ * nothing costs more than the cold part it would have saved scanning.  A
+ * cold descriptor that wakes therefore waits at most LOOP_SPIN - 1
+ * iterations behind busy ones (each a batch of ready events, well under a
+ * millisecond of work), and not at all when the loop has time to wait.  A
+ * cold slot with an event turns hot; a hot one is cooled after each whole
+ * poll once it is LOOP_COLD_MS old.
  * ====================================================================== */
 
 #define LOOP_COLD_MS 500
