@@ -2563,6 +2563,21 @@ t_loadgen() {
             fail "loadgen TLS $v" "$out (backend logged $(hits "$bp"))"
         fi
     done
+    # --group: the key share the bench's X25519 rows offer (and P-256, the
+    # library's default, asked for by name), seen in the handshake made
+    for v in x25519:X25519 p256:SECP256R1; do
+        rm -f "$W/be.$bp.log"
+        out=$("$W/loadgen" --connect "127.0.0.1:$lp" --sni localhost --cert "$PKI/client.crt" \
+            --key "$PKI/client.key" --ca "$PKI/ca.crt" --concurrency 4 --duration 1 \
+            --group "${v%%:*}" -v 2>&1)
+        n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+        if [[ $out == *"key exchange ${v#*:}"* ]] && [[ $out == *" errors=0 "* ]] &&
+           [ "${n:-0}" -gt 5 ] && [ "$(hits "$bp")" = "$n" ]; then
+            pass "loadgen --group ${v%%:*}: key exchange ${v#*:}, $n requests, 0 errors"
+        else
+            fail "loadgen --group ${v%%:*}" "$(tail -3 <<<"$out")"
+        fi
+    done
     stop_lb
     stop_backend "$bp"
 }

@@ -295,6 +295,12 @@ run() {
     R[$name,br]=$(rate hs_per_s)
     R[$name,bs]=$(awk -v r="$(field resumed "$OUT")" -v n="${n:-0}" \
         'BEGIN { if (n > 0) printf "%.1f", 100 * r / n; else print "-" }')
+    # (a) and (b) again with an X25519 key share, as curl and browsers send
+    # (the loadgen's wolfSSL sends P-256 by default)
+    lgrun --concurrency 16 --requests-per-conn 1 --path /64 --group x25519
+    R[$name,ax]=$(per 1000 %.0f "$(field handshakes "$OUT")")$SAT
+    lgrun --concurrency 16 --requests-per-conn 1 --path /64 --resume --group x25519
+    R[$name,bx]=$(per 1000 %.0f "$(field handshakes "$OUT")")$SAT
     # (c) keep-alive requests, 64-byte bodies, 32 clients
     lgrun --concurrency 32 --requests-per-conn 0 --path /64
     R[$name,c]=$(per 1000 %.1f "$(field requests "$OUT")")$SAT
@@ -405,6 +411,8 @@ row "(a) CPU ms / 1,000 full handshakes, RSA-2048" ra lo
 row "(b) CPU ms / 1,000 resumed handshakes" b lo
 row "(b) resumed handshakes/s (16 clients)" br hi
 row "(b) share resumed, %" bs hi
+row "(a) CPU ms / 1,000 full, X25519 key share" ax lo
+row "(b) CPU ms / 1,000 resumed, X25519 key share" bx lo
 row "(c) CPU us / keep-alive request (64 B)" c lo
 row "(c) requests/s (32 clients)" cr hi
 row "(d) CPU ms / 100 MB bulk" d lo
@@ -420,6 +428,8 @@ printf '    rates, share: > 1 is better).  (b): CPU over every handshake of a ru
 printf '    resumes its previous session (TLS 1.3 tickets; its first handshake is full).  (g): 32\n'
 printf '    keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
 printf '    RSA-2048: server and client certificates and CA RSA-2048 (tests/pki.sh PKI_KEY=rsa2048).\n'
+printf '    Key exchange: the loadgen (wolfSSL) offers a P-256 key share; the X25519 rows offer X25519,\n'
+printf '    as OpenSSL-based clients (curl) and browsers do.\n'
 case " $NAMES " in *" mtlslb-small "*)
 printf 'mtlslb-small: make static WOLFSSL_SRC=DIR SMALL=1 CC=musl-gcc (wolfSSL -Os, single-precision\n'
 printf '    assembly for P-256 and RSA-2048 only, no AES-NI; musl; everything linked in).\n'
@@ -431,7 +441,7 @@ esac
 [ -n "$RESPAWN" ] && printf '^   the server'"'"'s processes changed during the run (a worker restarted):%s\n' "$RESPAWN"
 [ -n "$ANYSAT" ] && printf '*   CPU 1 (loadgen + nginx) busy >= 95 %% of the run: the client side set the pace.\n'
 [ -n "$SHORT" ] && printf '!   fewer than 1,000 connections held during (g):%s\n' "$SHORT"
-grep -q -- ' -' <(for k in a ar ra b br bs c cr d rss anon e g gr; do for n in $NAMES; do
+grep -q -- ' -' <(for k in a ar ra b br bs ax bx c cr d rss anon e g gr; do for n in $NAMES; do
     printf ' %s' "${R[$n,$k]:--}"; done; done) &&
     printf -- '-   no figure: the server did not start or the workload failed (see stderr)\n'
 printf '\nCeilings, same machine:\n'

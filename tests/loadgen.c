@@ -5,7 +5,7 @@
  * usage: loadgen --connect HOST:PORT [--sni NAME] [--cert F --key F] [--ca F]
  *                [--concurrency N] [--duration SECS] [--requests-per-conn N]
  *                [--resume] [--path /x] [--host HEADER] [--max-requests N]
- *                [--tls 1.2|1.3] [--hold N] [--plain] [-v]
+ *                [--tls 1.2|1.3] [--group p256|x25519] [--hold N] [--plain] [-v]
  *
  * One process, no threads, one poll() loop, every socket non-blocking, one
  * WOLFSSL_CTX.  N "slots" each run connect -> handshake -> GET -> response
@@ -29,6 +29,9 @@
  * p*_ms        latency of 2xx requests, first byte sent to last byte read
  *              (histogram, 10 us buckets up to 10 s)
  * held         --hold connections still open when the duration ended
+ * --group      the TLS 1.3 key share the ClientHello carries: p256 (wolfSSL's
+ *              default) or x25519 (what OpenSSL-based clients such as curl,
+ *              and browsers, send).
  * --plain      plain HTTP over TCP, no TLS (a ceiling: straight to a
  *              backend); handshakes then counts TCP connections made,
  *              resumed stays 0 and the TLS options are not used.
@@ -73,7 +76,7 @@
 /* options and global counters                                              */
 
 static struct {
-    const char *connect, *sni, *cert, *key, *ca, *path, *host, *tls;
+    const char *connect, *sni, *cert, *key, *ca, *path, *host, *tls, *group;
     long concurrency;
     int concurrency_given;
     double duration;
@@ -622,6 +625,12 @@ static int ssl_attach(struct slot *s)
         (void)wolfSSL_check_domain_name(s->ssl, opt.sni);
     if (opt.resume && s->sess)
         (void)wolfSSL_set_session(s->ssl, s->sess);
+    if (opt.group && wolfSSL_UseKeyShare(s->ssl, strcmp(opt.group, "x25519") == 0 ?
+                                         WOLFSSL_ECC_X25519 : WOLFSSL_ECC_SECP256R1) !=
+                     WOLFSSL_SUCCESS) {
+        slot_fail(s, "wolfSSL_UseKeyShare failed", 0);
+        return -1;
+    }
     s->st = S_HANDSHAKE;
     return 0;
 }
@@ -662,6 +671,11 @@ static void step(struct slot *s, short revents)
                 return;
             }
             g.handshakes++;
+            if (g.handshakes == 1 && !opt.plain) {
+                const char *kx = wolfSSL_get_curve_name(s->ssl);
+                vlog("first handshake: %s, %s, key exchange %s", wolfSSL_get_version(s->ssl),
+                     wolfSSL_get_cipher(s->ssl), kx ? kx : "none");
+            }
             if (!opt.plain && wolfSSL_session_reused(s->ssl)) {
                 g.resumed++;
                 s->resumed = 1;
@@ -786,7 +800,7 @@ static void usage(FILE *f)
           "               [--concurrency N (16)] [--duration SECS (5)]\n"
           "               [--requests-per-conn N (1; 0 = keep-alive)] [--resume]\n"
           "               [--path /x] [--host HEADER] [--max-requests N]\n"
-          "               [--tls 1.2|1.3] [--hold N] [--plain] [-v]\n", f);
+          "               [--tls 1.2|1.3] [--group p256|x25519] [--hold N] [--plain] [-v]\n", f);
 }
 
 static void bad_usage(const char *fmt, const char *arg)
@@ -813,7 +827,7 @@ static int is_value_option(const char *name)
 {
     static const char *const names[] = {
         "--connect", "--sni", "--cert", "--key", "--ca", "--path", "--host",
-        "--tls", "--concurrency", "--requests-per-conn", "--max-requests",
+        "--tls", "--group", "--concurrency", "--requests-per-conn", "--max-requests",
         "--hold", "--duration"
     };
     size_t i;
@@ -878,6 +892,7 @@ static void parse_args(int argc, char **argv)
         else if (strcmp(name, "--path") == 0) opt.path = val;
         else if (strcmp(name, "--host") == 0) opt.host = val;
         else if (strcmp(name, "--tls") == 0) opt.tls = val;
+        else if (strcmp(name, "--group") == 0) opt.group = val;
         else if (strcmp(name, "--concurrency") == 0) {
             opt.concurrency = (long)num_arg(name, val, 0, 1000000);
             opt.concurrency_given = 1;
@@ -901,6 +916,8 @@ static void parse_args(int argc, char **argv)
         bad_usage("%s", "--cert and --key go together");
     if (opt.tls && strcmp(opt.tls, "1.2") != 0 && strcmp(opt.tls, "1.3") != 0)
         bad_usage("--tls must be 1.2 or 1.3, not %s", opt.tls);
+    if (opt.group && strcmp(opt.group, "p256") != 0 && strcmp(opt.group, "x25519") != 0)
+        bad_usage("--group must be p256 or x25519, not %s", opt.group);
     if (opt.plain)
         opt.resume = 0;
     if (opt.hold && !opt.concurrency_given)
