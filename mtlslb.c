@@ -8153,14 +8153,31 @@ static void stats_event(struct mtlslb *S, struct stats_conn *sc)
         stats_close(S, sc);
 }
 
+/* Room for one more stats connection: at the limit, the oldest one still
+ * waiting for its request goes (else the oldest), so clients that connect
+ * and send nothing cannot lock a monitor out of GET /health. */
+static void stats_make_room(struct mtlslb *S)
+{
+    struct stats_conn *sc, *oldest = NULL, *silent = NULL;
+
+    if (S->nstats < STATS_MAX_CONNS)
+        return;
+    for (sc = S->stats_conns; sc; sc = sc->next) {     /* newest first */
+        oldest = sc;
+        if (sc->out.len == 0)
+            silent = sc;
+    }
+    stats_close(S, silent ? silent : oldest);
+}
+
 static void stats_accept(struct mtlslb *S)
 {
     int fd;
 
     while ((fd = accept(S->stats_pl.fd, NULL, NULL)) >= 0) {
         struct stats_conn *sc;
-        if (S->nstats >= STATS_MAX_CONNS || fd_nonblock(fd) < 0 ||
-            !(sc = calloc(1, sizeof *sc))) {
+        stats_make_room(S);
+        if (fd_nonblock(fd) < 0 || !(sc = calloc(1, sizeof *sc))) {
             close(fd);
             continue;
         }

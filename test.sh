@@ -2019,6 +2019,32 @@ PY
     else
         fail "stats HEAD, query" "HEAD: $out; query: $c"
     fi
+    # 20 silent connections, each reopened as soon as the server drops it,
+    # do not lock a monitor out: the oldest silent one makes room.
+    python3 - "$sp" 3 <<'PY' &
+import select, socket, sys, time
+port, end = int(sys.argv[1]), time.time() + float(sys.argv[2])
+def one():
+    return socket.create_connection(("127.0.0.1", port))
+socks = [one() for _ in range(20)]
+while time.time() < end:
+    r, _, _ = select.select(socks, [], [], 0.05)
+    for s in r:
+        if s.recv(100) == b"":
+            s.close()
+            socks[socks.index(s)] = one()
+PY
+    slow=$!
+    sleep 0.5
+    out=
+    for i in 1 2 3 4 5; do
+        out="$out$(curl -s --max-time 2 "http://127.0.0.1:$sp/health" || echo fail)"
+        sleep 0.3
+    done
+    wait "$slow"
+    [ "$out" = okokokokok ] &&
+        pass "stats: 20 silent connections held and reopened do not lock out GET /health" ||
+        fail "stats lockout" "$(tr '\n' ' ' <<<"$out")"
     kill -USR1 "$LB_PID"
     sleep 0.2
     grep -q 'stats backend=web server=gone state=down .* check="connection refused"' "$LB_LOG" &&
