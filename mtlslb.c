@@ -4745,7 +4745,7 @@ struct side {
     unsigned wr_want_rd : 1;        /* TLS write needs the socket readable */
 };
 
-enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CONN_HTTP };
+enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CONN_HTTP, CONN_LINGER };
 
 enum http_req { HQ_HEAD, HQ_BODY, HQ_DONE };
 enum http_resp { HS_NONE, HS_HEAD, HS_BODY, HS_DONE };
@@ -5283,15 +5283,30 @@ static void side_shut(struct side *s)
 
 static void http_server_gone(struct conn *c, const char *why);
 
-static void side_fail(struct conn *c, struct side *s, enum io_status st, int err, int writing)
+/*
+ * A side's read or write failed: 0 if the connection goes on, -1 if it was
+ * closed (or answered with an error, http).
+ */
+static int side_fail(struct conn *c, struct side *s, enum io_status st, int err, int writing)
 {
     char why[200], tmp[120];
 
     (void)st;
     if (c->http && s == &c->srv && c->st == CONN_HTTP) {
+        /* A server may answer before it has read the whole request (a 413
+         * for a body it will not take) and close: the write fails, but
+         * the answer waits to be read.  Write no more and read on; an end
+         * without a response is the retry or 502 it always was. */
+        if (writing && c->tx.rs == HS_HEAD && !c->tx.resp_started && !s->eof) {
+            log_msg(MTLSLB_LOG_DEBUG, "%s: write to %s/%s failed (%s): reading its answer",
+                    c->peer, c->server->be->name, c->server->cfg->name, strerror(err));
+            s->shut = s->shut_done = 1;
+            s->rd.drained = 0;
+            return 0;
+        }
         snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read", strerror(err));
         http_server_gone(c, why);
-        return;
+        return -1;
     }
     if (s->ssl)
         snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
@@ -5300,6 +5315,7 @@ static void side_fail(struct conn *c, struct side *s, enum io_status st, int err
         snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
                  writing ? "write" : "read", strerror(err));
     conn_close(c, why);
+    return -1;
 }
 
 /*
@@ -5496,8 +5512,9 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
                 c->bytes_out += n;      /* what the client gets, our head included */
             moved = 1;              /* to the server: counted as taken from the client */
         } else if (st == IO_ERR) {
-            side_fail(c, to, st, err, 1);
-            return -1;
+            if (side_fail(c, to, st, err, 1) < 0)
+                return -1;
+            return 1;
         }
         if (to->out.len)
             return moved;               /* the head goes before any body byte */
@@ -5521,8 +5538,9 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
                 c->bytes_out += n;
             moved = 1;
         } else if (st == IO_ERR) {
-            side_fail(c, to, st, err, 1);
-            return -1;
+            if (side_fail(c, to, st, err, 1) < 0)
+                return -1;
+            moved = 1;
         }
     }
     if (from->body.kind == BK_TUNNEL && from->eof && b->len == 0 && !to->shut) {
@@ -7035,8 +7053,53 @@ static void http_finish(struct conn *c)
 }
 
 /*
+ * Lingering close (nginx's lingering_close): a client answered and closed
+ * while it may still be sending (a request body not read to its end, or
+ * bytes after the request) is read and discarded for up to LINGER_MS after
+ * our close_notify and FIN.  Closing at once, with its bytes unread, sends
+ * a RST that can reach the client before it has read the answer (a 413 its
+ * server sent before the body, a 400): it then sees only a reset.
+ */
+#define LINGER_MS 2000
+
+static void conn_linger_read(struct conn *c)
+{
+    uint8_t junk[16384];
+    int i;
+
+    for (i = 0; i < 64; i++) {
+        ssize_t n = recv(c->cli.pl.fd, junk, sizeof junk, MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        break;
+    }
+    if (i < 64)
+        conn_close(c, "done");          /* its end, or an error */
+}
+
+/* Done with a closing http client: linger if it may still be sending. */
+static void http_close_client(struct conn *c)
+{
+    struct mtlslb *S = c->S;
+
+    if (c->cli.eof || (c->tx.rq == HQ_DONE && c->cli.buf.len == 0) || c->cli.pl.slot < 0) {
+        conn_close(c, "done");
+        return;
+    }
+    http_release_server(c, 0);
+    c->st = CONN_LINGER;
+    buf_give(&c->cli.buf);
+    loop_events(S->loop, &c->cli.pl, POLLIN);
+    timer_set(S->loop, &c->tm, S->now + LINGER_MS);
+    conn_linger_read(c);
+}
+
+/*
  * Move the exchange along as far as the buffered bytes allow.  Returns 1
- * if its state changed, 0 if not, -1 if the connection was closed.
+ * if its state changed, 0 if not, -1 if the connection was closed (or
+ * lingers).
  */
 static int http_advance(struct conn *c)
 {
@@ -7050,7 +7113,7 @@ static int http_advance(struct conn *c)
             return 1;
         }
         if (c->cli.shut_done) {
-            conn_close(c, "done");
+            http_close_client(c);
             return -1;
         }
         return 0;
@@ -7452,6 +7515,9 @@ static void conn_timeout(struct conn *c)
     case CONN_HTTP:
         http_timeout(c);
         break;
+    case CONN_LINGER:
+        conn_close(c, "done");
+        break;
     }
 }
 
@@ -7480,6 +7546,10 @@ static void conn_event(struct side *s, short revents)
         break;
     case CONN_HTTP:
         http_pump(c);
+        break;
+    case CONN_LINGER:
+        if (s == &c->cli)
+            conn_linger_read(c);
         break;
     }
 }

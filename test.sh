@@ -1601,6 +1601,21 @@ t_http_bodies() {
         "https://localhost:$lp/bytes/$((32 << 20))" | sha256sum | cut -d' ' -f1)
     [ "$out" = "$(head -c $((32 << 20)) /dev/zero | tr '\0' x | sha256sum | cut -d' ' -f1)" ] &&
         pass "http: a 32 MiB download is byte-exact" || fail "http download" "sha $out"
+    # A server that answers before reading the body (413) and closes, so
+    # the rest of the upload gets a RST: the client gets the 413, not 502.
+    head -c $((4 << 20)) "$W/up.bin" >"$W/up4.bin"
+    out=
+    for i in 1 2 3; do
+        out="$out $(curl -s -o "$W/early.out" -w '%{http_code}' --max-time 20 --cacert "$PKI/ca.crt" \
+            --cert "$PKI/client.crt" --key "$PKI/client.key" --data-binary @"$W/up4.bin" \
+            "https://localhost:$lp/early413")$(cat "$W/early.out" 2>/dev/null | tr -d '\n ')"
+    done
+    if [ "$out" = " 413toolarge 413toolarge 413toolarge" ] &&
+       [ "$(grep -c 'req .* status=413 method=POST path="/early413"' "$LB_LOG")" = 3 ]; then
+        pass "http: a server's 413 before it reads a 4 MiB body, then its close, reaches the client (3 of 3)"
+    else
+        fail "http early response" "$out; $(grep 'early413' "$LB_LOG" | tail -2)"
+    fi
     out=$(hraw "$lp" 'HEAD /bytes/1000 HTTP/1.1\r\nHost: l\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: l\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: l\r\n\r\nGET /chunked HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n' --keep-open)
     if [ "$(statuses <<<"$out")" = "200 304 204 200" ] && grep -q "^web1$" <<<"$out"; then
         pass "http: HEAD, 304 and 204 carry no body and keep the connection going; chunked responses pass"

@@ -20,6 +20,7 @@ MODE
             /bytes/N      body = N bytes ("x"), for large-response tests
             /chunked      body "NAME\\n" sent with Transfer-Encoding: chunked
             /short/N      Content-Length: N, then N/2 bytes and the close
+            /early413     413 and the close, before reading the request body
           A request with "Connection: Upgrade" and an Upgrade header gets
           "101 Switching Protocols" and then the connection echoes raw bytes.
           Each request is logged as one line "NAME METHOD TARGET" to --log.
@@ -247,6 +248,13 @@ class HttpHandler(socketserver.StreamRequestHandler):
         if (headers.get("expect", "").lower() == "100-continue"
                 and version == "HTTP/1.1"):
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if target.split("?", 1)[0] == "/early413":
+            # A body it will not take: 413 at once, and the connection closed
+            # with the body unread (which makes the close a RST).
+            log_line("%s %s %s" % (ARGS.name, method, target))
+            self.send(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n"
+                      b"Content-Length: 10\r\nConnection: close\r\n\r\ntoo large\n")
+            return False
         body = self.read_body(headers)
         log_line("%s %s %s" % (ARGS.name, method, target))
 
