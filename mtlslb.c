@@ -309,7 +309,9 @@ static void report_at(struct report *r, int line, const char *fmt, ...)
 
 static void report_at(struct report *r, int line, const char *fmt, ...)
 {
-    char msg[1200];
+    char msg[1200], out[4 * sizeof msg];
+    const unsigned char *p;
+    size_t o = 0;
     int n;
     va_list ap;
 
@@ -319,9 +321,18 @@ static void report_at(struct report *r, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
     va_end(ap);
+    /* A token from a file that is not text must not put raw bytes in the
+     * log: control and non-ASCII bytes as \xHH. */
+    for (p = (const unsigned char *)msg; *p; p++) {
+        if (*p >= 0x20 && *p < 0x7f)
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02x", *p);
+    }
+    out[o] = 0;
     r->errors++;
     if (r->fn)
-        r->fn(r->arg, msg);
+        r->fn(r->arg, out);
 }
 
 /* 2026-11-22T13:21:23Z, or "-" for 0 (never). */

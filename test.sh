@@ -239,6 +239,15 @@ EOF
     else
         fail "-t good" "$out"
     fi
+    # A file that is not text: its bytes come out as \xHH, never raw.
+    { base; printf '\001\377bin\033[2J junk\n'; } >"$d/binary.conf"
+    out=$("$BIN" -t -c "$d/binary.conf" 2>&1)
+    if [ $? = 1 ] && grep -qF "binary.conf:10: unknown directive '\x01\xffbin\x1b[2J'" <<<"$out" &&
+       ! LC_ALL=C grep -q '[^ -~]' <<<"$out"; then
+        pass "-t: bytes of a file that is not text are shown as \\xHH, never raw"
+    else
+        fail "-t binary" "$(cat -v <<<"$out")"
+    fi
     # Quotes keep a blank inside a path; '#' starts a comment anywhere.
     mkdir -p "$d/my pki"
     cp "$PKI/server.crt" "$PKI/server.key" "$d/my pki/"
