@@ -7090,12 +7090,16 @@ static void conn_linger_read(struct conn *c)
         conn_close(c, "done");          /* its end, or an error */
 }
 
-/* Done with a closing http client: linger if it may still be sending. */
+/* Done with a closing http client: linger if it may still be sending (in
+ * a request, or bytes after one). */
 static void http_close_client(struct conn *c)
 {
     struct mtlslb *S = c->S;
 
-    if (c->cli.eof || (c->tx.rq == HQ_DONE && c->cli.buf.len == 0) || c->cli.pl.slot < 0) {
+    int sending = c->tx.rq == HQ_BODY || c->cli.buf.len > 0 ||
+                  (c->tx.rq == HQ_HEAD && c->tx.head_seen);
+
+    if (c->cli.eof || !sending || c->cli.pl.slot < 0) {
         conn_close(c, "done");
         return;
     }
