@@ -309,7 +309,7 @@ static void report_at(struct report *r, int line, const char *fmt, ...)
 
 static void report_at(struct report *r, int line, const char *fmt, ...)
 {
-    char msg[1200], out[4 * sizeof msg];
+    char msg[1200], out[sizeof msg];
     const unsigned char *p;
     size_t o = 0;
     int n;
@@ -322,8 +322,8 @@ static void report_at(struct report *r, int line, const char *fmt, ...)
     vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
     va_end(ap);
     /* A token from a file that is not text must not put raw bytes in the
-     * log: control and non-ASCII bytes as \xHH. */
-    for (p = (const unsigned char *)msg; *p; p++) {
+     * log: control and non-ASCII bytes as \xHH, the message cut to fit. */
+    for (p = (const unsigned char *)msg; *p && o + 5 < sizeof out; p++) {
         if (*p >= 0x20 && *p < 0x7f)
             out[o++] = (char)*p;
         else
