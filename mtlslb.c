@@ -2964,6 +2964,33 @@ static int tls_send_error(void)
     return WOLFSSL_CBIO_ERR_GENERAL;
 }
 
+/*
+ * Writes to a TLS server (wolfSSL's own socket callback otherwise).  A
+ * server gone (EPIPE, ECONNRESET) is noted in up_write_gone and the bytes
+ * taken as sent: a write error would leave wolfSSL refusing every later
+ * read, and an answer the server sent before it went (a 413 for a body it
+ * would not take) must still be read.  side_write turns it into the write
+ * error it is.
+ */
+static int up_write_gone;
+
+static int up_tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
+{
+    (void)ssl;
+    for (;;) {
+        ssize_t r = send(*(int *)ctx, out, (size_t)sz, MSG_NOSIGNAL);
+        if (r >= 0)
+            return (int)r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EPIPE || errno == ECONNRESET) {
+            up_write_gone = errno;
+            return sz;
+        }
+        return tls_send_error();
+    }
+}
+
 static int tls_send(WOLFSSL *ssl, char *out, int sz, void *ctx)
 {
     struct tls_rd *rd = ctx;
@@ -4350,6 +4377,7 @@ static int up_tls_build(struct report *r, struct up_server *s)
         return -1;
     }
     wolfSSL_CTX_SetMinVersion(s->tls_ctx, WOLFSSL_TLSV1_2);
+    wolfSSL_CTX_SetIOSend(s->tls_ctx, up_tls_send);
     if (wolfSSL_CTX_set_cipher_list(s->tls_ctx, TLS_DEFAULT_CIPHERS) != WOLFSSL_SUCCESS) {
         report_at(r, sc->line, "no usable cipher for server %s", sc->name);
         return -1;
@@ -5239,7 +5267,14 @@ static size_t side_write(struct side *s, const uint8_t *p, size_t n, enum io_sta
         /* A write that wanted I/O is retried with the same length. */
         if (s->wpending)
             n = s->wpending;
+        up_write_gone = 0;
         r = wolfSSL_write(s->ssl, p, (int)n);
+        if (up_write_gone) {            /* a TLS server gone: up_tls_send */
+            s->wpending = 0;
+            *err = up_write_gone;
+            *st = IO_ERR;
+            return 0;
+        }
         if (r > 0) {
             s->wpending = 0;
             return (size_t)r;
@@ -5304,18 +5339,25 @@ static int side_fail(struct conn *c, struct side *s, enum io_status st, int err,
 
     (void)st;
     if (c->http && s == &c->srv && c->st == CONN_HTTP) {
+        snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read",
+                 s->ssl ? tls_err_text(err, tmp, sizeof tmp) : strerror(err));
         /* A server may answer before it has read the whole request (a 413
          * for a body it will not take) and close: the write fails, but
-         * the answer waits to be read.  Write no more and read on; an end
-         * without a response is the retry or 502 it always was. */
-        if (writing && c->tx.rs == HS_HEAD && !c->tx.resp_started && !s->eof) {
-            log_msg(MTLSLB_LOG_DEBUG, "%s: write to %s/%s failed (%s): reading its answer",
-                    c->peer, c->server->be->name, c->server->cfg->name, strerror(err));
-            s->shut = s->shut_done = 1;
-            s->rd.drained = 0;
+         * the answer waits to be read (or is on its way to the client).
+         * Write no more and read on; an end without a response is the
+         * retry or 502 it always was.  A read that fails once the response
+         * is under way ends it as a close would: what came is passed on. */
+        if (writing || c->tx.resp_started) {
+            log_msg(MTLSLB_LOG_DEBUG, "%s: %s/%s: %s: %s", c->peer, c->server->be->name,
+                    c->server->cfg->name, why, writing ? "reading its answer" : "its end");
+            if (writing) {
+                s->shut = s->shut_done = 1;
+                s->rd.drained = 0;
+            } else {
+                s->eof = 1;
+            }
             return 0;
         }
-        snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read", strerror(err));
         http_server_gone(c, why);
         return -1;
     }
@@ -5503,8 +5545,9 @@ static int relay_step(struct conn *c, struct side *from, struct side *to)
             from->eof = 1;
             moved = 1;
         } else if (st == IO_ERR) {
-            side_fail(c, from, st, err, 0);
-            return -1;
+            if (side_fail(c, from, st, err, 0) < 0)
+                return -1;
+            moved = 1;
         }
     }
     if (to->pl.slot < 0)
@@ -7506,6 +7549,9 @@ static void http_timeout(struct conn *c)
         conn_close(c, "keep-alive idle timeout");
     else if (t->rs == HS_HEAD && !t->resp_started && t->rq == HQ_DONE)
         http_error(c, 504);                 /* the server is silent */
+    else if (t->rs == HS_HEAD && !t->resp_started && t->rq == HQ_BODY &&
+             (c->srv.out.len > c->srv.out.off || c->cli.buf.len > 0 || c->srv.wpending))
+        http_error(c, 504);     /* it stopped taking the body, and says nothing */
     else
         conn_close(c, "idle timeout");
     if (!c->dead)
@@ -8238,13 +8284,22 @@ static void stats_event(struct mtlslb *S, struct stats_conn *sc)
         stats_close(S, sc);
 }
 
-/* Room for one more stats connection: at the limit, the oldest one still
- * waiting for its request goes (else the oldest), so clients that connect
- * and send nothing cannot lock a monitor out of GET /health. */
+/* Room for one more stats connection.  At the limit, those whose request
+ * has come are answered at once (a burst of monitors); if that frees
+ * nothing, the oldest one still waiting for its request goes (else the
+ * oldest), so clients that connect and send nothing cannot lock a monitor
+ * out of GET /health. */
 static void stats_make_room(struct mtlslb *S)
 {
-    struct stats_conn *sc, *oldest = NULL, *silent = NULL;
+    struct stats_conn *sc, *next, *oldest = NULL, *silent = NULL;
 
+    for (sc = S->stats_conns; sc && S->nstats >= STATS_MAX_CONNS; sc = next) {
+        unsigned n = S->nstats;
+        next = sc->next;
+        stats_event(S, sc);                 /* reads; a whole request is answered */
+        if (S->nstats == n && sc->out.len)
+            stats_event(S, sc);             /* and sent (closed when done) */
+    }
     if (S->nstats < STATS_MAX_CONNS)
         return;
     for (sc = S->stats_conns; sc; sc = sc->next) {     /* newest first */
@@ -9005,6 +9060,17 @@ static int main_stats_bind(const struct mtlslb_bind *sb, int *fd)
         log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", sb->text, strerror(errno));
         return -1;
     }
+#ifdef TCP_DEFER_ACCEPT
+    {
+        /* A connection is accepted once its request has come (or after
+         * 2 s): clients that connect and send nothing wait in the kernel,
+         * not in the 16 slots, and one dropped that connects again at once
+         * does not push a monitor's connection out before its request is
+         * read (stats_make_room). */
+        int secs = 2;
+        setsockopt(*fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+    }
+#endif
     return 0;
 }
 

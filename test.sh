@@ -1584,6 +1584,15 @@ backend silent
     c=$(cget "https://localhost:$lp/silent")
     [ "$c" = 504 ] && grep -q "status=504" "$LB_LOG" && pass "http: server silent past timeout idle -> 504" ||
         fail "http 504" "got $c"
+    # ... also when it stops taking a body after 64 KB (of 32 MiB, more
+    # than the socket buffers hold) and the client is still sending.
+    head -c $((32 << 20)) /dev/zero >"$W/zero32.bin"
+    start_backend http "$bp" web1
+    c=$(cget --data-binary @"$W/zero32.bin" -H Expect: "https://localhost:$lp/stopread")
+    [ "$c" = 504 ] && grep -q 'status=504 method=POST path="/stopread"' "$LB_LOG" &&
+        pass "http: server that stops reading a 32 MiB body and never answers -> 504" ||
+        fail "http 504 mid-body" "got $c; $(grep 'stopread' "$LB_LOG")"
+    stop_backend "$bp"
     stop_lb
     stop_backend "$silent"
 }
@@ -1915,6 +1924,24 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_POST(self):
+        # /early413: the answer before the body, then the close with the
+        # body unread (a RST); else the body is read and its size answered.
+        if self.path == "/early413":
+            body = b"too large\n"
+            self.send_response(413)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        n = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        body = ("posted %d\n" % n).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *a):
         pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -1965,6 +1992,21 @@ listener raw
 EOF
     } >"$W/https.conf"
     start_lb "$W/https.conf" || { fail https-backend "no mtlslb"; return; }
+    # An https server's early 413 (before the body, then a RST): read
+    # after the write to it failed, and passed on.  No Expect: the body
+    # follows the head at once.
+    head -c $((4 << 20)) /dev/zero >"$W/zero4.bin"
+    c=
+    for i in 1 2 3; do
+        c="$c $(curl -s -o "$W/early.out" -w '%{http_code}' --max-time 20 --cacert "$PKI/ca.crt" \
+            --cert "$PKI/client.crt" --key "$PKI/client.key" --data-binary @"$W/zero4.bin" -H Expect: \
+            "https://localhost:$lp/early413")$(tr -d '\n ' <"$W/early.out" 2>/dev/null)"
+    done
+    c="$c $(curl -s --max-time 20 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" --data-binary @"$W/zero4.bin" "https://localhost:$lp/upload")"
+    [ "$c" = " 413toolarge 413toolarge 413toolarge posted 4194304" ] &&
+        pass "https backend: its 413 before a 4 MiB body, then a reset, reaches the client (3 of 3); a whole upload passes" ||
+        fail "https backend early answer" "$c; $(grep -a 'early413' "$LB_LOG" | tail -1)"
     c=$(curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
         "https://localhost:$lp/")
     [ "$c" = "tls-ok cn=-" ] && pass "https backend, http mode: verified with ca and sni" ||
@@ -2069,6 +2111,32 @@ PY
     [ "$out" = okokokokok ] &&
         pass "stats: 20 silent connections held and reopened do not lock out GET /health" ||
         fail "stats lockout" "$(tr '\n' ' ' <<<"$out")"
+    # A burst of 40 monitors at once: past 16, those whose request has come
+    # are answered to make room, not closed.
+    out=$(python3 - "$sp" <<'PY'
+import socket, sys
+ss = []
+for i in range(40):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    ss.append(s)
+ok = 0
+for s in ss:
+    d = b""
+    try:
+        while True:
+            x = s.recv(4096)
+            if not x:
+                break
+            d += x
+    except OSError:
+        pass
+    ok += d.endswith(b"ok\n")
+print(ok)
+PY
+)
+    [ "$out" = 40 ] && pass "stats: 40 GET /health sent at once are all answered" ||
+        fail "stats burst" "$out of 40 answered"
     kill -USR1 "$LB_PID"
     sleep 0.2
     grep -q 'stats backend=web server=gone state=down .* check="connection refused"' "$LB_LOG" &&

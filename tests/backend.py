@@ -21,6 +21,8 @@ MODE
             /chunked      body "NAME\\n" sent with Transfer-Encoding: chunked
             /short/N      Content-Length: N, then N/2 bytes and the close
             /early413     413 and the close, before reading the request body
+            /stopread     reads 64 KB of the request body, then nothing more,
+                          and never answers (60 s)
           A request with "Connection: Upgrade" and an Upgrade header gets
           "101 Switching Protocols" and then the connection echoes raw bytes.
           Each request is logged as one line "NAME METHOD TARGET" to --log.
@@ -248,6 +250,12 @@ class HttpHandler(socketserver.StreamRequestHandler):
         if (headers.get("expect", "").lower() == "100-continue"
                 and version == "HTTP/1.1"):
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if target.split("?", 1)[0] == "/stopread":
+            # Takes 64 KB of the body, then neither reads nor answers.
+            log_line("%s %s %s" % (ARGS.name, method, target))
+            self.rfile.read(min(65536, int(headers.get("content-length", "0") or 0)))
+            time.sleep(60)
+            return False
         if target.split("?", 1)[0] == "/early413":
             # A body it will not take: 413 at once, and the connection closed
             # with the body unread (which makes the close a RST).
