@@ -5340,7 +5340,7 @@ static int side_fail(struct conn *c, struct side *s, enum io_status st, int err,
     (void)st;
     if (c->http && s == &c->srv && c->st == CONN_HTTP) {
         snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read",
-                 s->ssl ? tls_err_text(err, tmp, sizeof tmp) : strerror(err));
+                 s->ssl && err < 0 ? tls_err_text(err, tmp, sizeof tmp) : strerror(err));
         /* A server may answer before it has read the whole request (a 413
          * for a body it will not take) and close: the write fails, but
          * the answer waits to be read (or is on its way to the client).
@@ -5361,7 +5361,7 @@ static int side_fail(struct conn *c, struct side *s, enum io_status st, int err,
         http_server_gone(c, why);
         return -1;
     }
-    if (s->ssl)
+    if (s->ssl && err < 0)          /* wolfSSL's codes are negative, errno (up_tls_send) not */
         snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
                  writing ? "write" : "read", tls_err_text(err, tmp, sizeof tmp));
     else
