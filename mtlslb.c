@@ -5136,20 +5136,29 @@ static int conn_name(char **dst, const char *src)
 }
 
 /*
- * Before closing a refused client, read what it already sent: closing a
- * socket with unread bytes sends a RST, which can overtake the TLS alert
- * wolfSSL just wrote and leave the client without the reason.
+ * Read and drop what a peer sent, at most `reads` reads: 1 once it has
+ * ended (EOF, or an error), 0 when nothing more waits or the reads ran out.
+ * Closing a socket with unread bytes sends a RST, which can overtake what
+ * was written last (an alert, an answer) and leave the peer with a reset.
  */
+static int fd_discard(int fd, int reads)
+{
+    uint8_t junk[16384];
+    ssize_t n = 1;
+
+    while (reads-- > 0 && (n = recv(fd, junk, sizeof junk, MSG_DONTWAIT)) > 0)
+        ;
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Before closing a refused client, read what it already sent (fd_discard):
+ * the TLS alert wolfSSL just wrote then reaches it. */
 static void conn_linger(struct conn *c)
 {
-    uint8_t junk[4096];
-    int i;
-
     if (c->cli.pl.fd < 0)
         return;
     shutdown(c->cli.pl.fd, SHUT_WR);
-    for (i = 0; i < 16 && recv(c->cli.pl.fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
-        ;
+    (void)fd_discard(c->cli.pl.fd, 4);
 }
 
 /*
@@ -7118,18 +7127,7 @@ static void http_finish(struct conn *c)
 
 static void conn_linger_read(struct conn *c)
 {
-    uint8_t junk[16384];
-    int i;
-
-    for (i = 0; i < 64; i++) {
-        ssize_t n = recv(c->cli.pl.fd, junk, sizeof junk, MSG_DONTWAIT);
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return;
-        break;
-    }
-    if (i < 64)
+    if (fd_discard(c->cli.pl.fd, 64))
         conn_close(c, "done");          /* its end, or an error */
 }
 
@@ -7138,7 +7136,6 @@ static void conn_linger_read(struct conn *c)
 static void http_close_client(struct conn *c)
 {
     struct mtlslb *S = c->S;
-
     int sending = c->tx.rq == HQ_BODY || c->cli.buf.len > 0 ||
                   (c->tx.rq == HQ_HEAD && c->tx.head_seen);
 
@@ -7550,7 +7547,7 @@ static void http_timeout(struct conn *c)
     else if (t->rs == HS_HEAD && !t->resp_started && t->rq == HQ_DONE)
         http_error(c, 504);                 /* the server is silent */
     else if (t->rs == HS_HEAD && !t->resp_started && t->rq == HQ_BODY &&
-             (c->srv.out.len > c->srv.out.off || c->cli.buf.len > 0 || c->srv.wpending))
+             (c->srv.out.len || relay_pending(&c->cli) || c->srv.wpending))
         http_error(c, 504);     /* it stopped taking the body, and says nothing */
     else
         conn_close(c, "idle timeout");
