@@ -7024,8 +7024,8 @@ static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
     int rc;
 
     if (m->status == 101 && !t->upgrade) {
-        http_error(c, 502);
-        return -1;
+        http_error(c, 502);         /* a switch nobody asked for: invalid */
+        return 0;
     }
     if (m->status < 200 && m->status != 101) {
         /* 100 Continue and friends go to the client as they are. */

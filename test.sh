@@ -1672,6 +1672,14 @@ t_http_upgrade() {
     else
         fail "http upgrade log" "$line"
     fi
+    # SPEC 5: a 101 to a request that asked for no Upgrade is an invalid
+    # response: 502 with its body, not a silent close.
+    out=$(hraw "$lp" 'GET /unasked101 HTTP/1.1\r\nHost: l\r\n\r\n' --timeout 3)
+    if [ "$(statuses <<<"$out")" = 502 ] && grep -q "^502 Bad Gateway" <<<"$out"; then
+        pass "http: a 101 the request did not ask for is answered 502"
+    else
+        fail "http unasked 101" "$out"
+    fi
     stop_lb
     stop_backend "$bp"
 }

@@ -21,6 +21,8 @@ MODE
             /chunked      body "NAME\\n" sent with Transfer-Encoding: chunked
             /short/N      Content-Length: N, then N/2 bytes and the close
             /early413     413 and the close, before reading the request body
+            /unasked101   101 Switching Protocols to a request without Upgrade,
+                          then 1 s of silence
             /stopread     reads 64 KB of the request body, then nothing more,
                           and never answers (60 s)
           A request with "Connection: Upgrade" and an Upgrade header gets
@@ -255,6 +257,13 @@ class HttpHandler(socketserver.StreamRequestHandler):
             log_line("%s %s %s" % (ARGS.name, method, target))
             self.rfile.read(min(65536, int(headers.get("content-length", "0") or 0)))
             time.sleep(60)
+            return False
+        if target.split("?", 1)[0] == "/unasked101":
+            # A protocol switch the request did not ask for (invalid).
+            log_line("%s %s %s" % (ARGS.name, method, target))
+            self.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\n\r\n")
+            time.sleep(1)
             return False
         if target.split("?", 1)[0] == "/early413":
             # A body it will not take: 413 at once, and the connection closed
