@@ -2259,9 +2259,10 @@ static void id_oid(struct id_out *o, const uint8_t *d, size_t n)
     }
 }
 
-/* RFC 4514 2.4: escape specials with '\', and every byte outside printable
- * ASCII as \HH, as OpenSSL's RFC 2253 output does: no CR, LF or NUL can
- * ever reach a header or a log line. */
+/* RFC 4514 2.4 as OpenSSL's RFC 2253 output has it: the specials
+ * ,+"\<>; (not '='), a leading '#' or blank and a trailing blank escaped
+ * with '\', and every byte outside printable ASCII as \HH: no CR, LF or
+ * NUL can ever reach a header or a log line. */
 static void id_value(struct id_out *o, const uint8_t *d, size_t n)
 {
     size_t i;
@@ -2274,15 +2275,55 @@ static void id_value(struct id_out *o, const uint8_t *d, size_t n)
             id_put(o, e, 3);
             continue;
         }
-        if (strchr(",+\"\\<>;=", ch) || (i == 0 && (ch == '#' || ch == ' ')) ||
+        if (strchr(",+\"\\<>;", ch) || (i == 0 && (ch == '#' || ch == ' ')) ||
             (i == n - 1 && ch == ' '))
             id_put(o, "\\", 1);
         id_put(o, (const char *)&ch, 1);
     }
 }
 
-/* A Name (RFC 5280 4.1.2.4) as an RFC 4514 string: last RDN first.  The
- * first CN in DER order goes to cn when asked. */
+/* One AttributeTypeAndValue at *p (up to end) as TYPE=VALUE; *p moves past
+ * it.  The first CN it meets goes to cn when asked. */
+static int id_ava(const uint8_t *d, size_t end, size_t *p, struct id_out *o, char *cn,
+                  size_t cncap)
+{
+    size_t al, ol, vl, atv_end, vstart;
+    const uint8_t *oid, *val;
+    uint8_t tag, vtag;
+
+    if (der_hdr(d, end, p, &tag, &al) < 0 || tag != 0x30)
+        return -1;
+    atv_end = *p + al;
+    if (der_hdr(d, atv_end, p, &tag, &ol) < 0 || tag != 0x06)
+        return -1;
+    oid = d + *p;
+    *p += ol;
+    vstart = *p;
+    if (der_hdr(d, atv_end, p, &vtag, &vl) < 0)
+        return -1;
+    val = d + *p;
+    *p = atv_end;
+    id_oid(o, oid, ol);
+    id_put(o, "=", 1);
+    if (vtag == 0x0c || vtag == 0x13 || vtag == 0x16 || vtag == 0x14 || vtag == 0x1a) {
+        id_value(o, val, vl);
+        if (cn && !cn[0] && ol == 3 && memcmp(oid, "\x55\x04\x03", 3) == 0) {
+            size_t k, m = vl < cncap - 1 ? vl : cncap - 1;
+            for (k = 0; k < m; k++)
+                cn[k] = (val[k] >= 0x20 && val[k] < 0x7f) ? (char)val[k] : '?';
+            cn[m] = 0;
+        }
+    } else {
+        id_put(o, "#", 1);          /* not a string: its DER, in hex */
+        id_hex(o, d + vstart, (size_t)(val - (d + vstart)) + vl, "0123456789ABCDEF");
+    }
+    return 0;
+}
+
+/* A Name (RFC 5280 4.1.2.4) as an RFC 4514 string, in OpenSSL's order: its
+ * attributes from last to first in DER order, RDN by RDN and within a
+ * multi-valued RDN too (CN=a+UID=1 prints UID=1+CN=a).  The first CN so
+ * printed (the last in DER order) goes to cn when asked. */
 static int id_name(const uint8_t *d, size_t len, struct id_out *o, char *cn, size_t cncap)
 {
     size_t rdn[64], nrdn = 0, pos = 0, l;
@@ -2297,41 +2338,21 @@ static int id_name(const uint8_t *d, size_t len, struct id_out *o, char *cn, siz
         pos += l;
     }
     while (nrdn-- > 0) {
-        size_t p = rdn[nrdn], end, first = 1;
+        size_t p = rdn[nrdn], start, end, n = 0, k, i;
         if (der_hdr(d, len, &p, &tag, &l) < 0)
             return -1;
-        for (end = p + l; p < end; first = 0) {
-            size_t al, ol, vl, atv_end, vstart;
-            const uint8_t *oid, *val;
-            uint8_t vtag;
-            if (der_hdr(d, end, &p, &tag, &al) < 0 || tag != 0x30)
+        start = p;
+        end = p + l;
+        for (; p < end; p += l, n++)                /* count its AVAs */
+            if (der_hdr(d, end, &p, &tag, &l) < 0)
                 return -1;
-            atv_end = p + al;
-            if (der_hdr(d, atv_end, &p, &tag, &ol) < 0 || tag != 0x06)
-                return -1;
-            oid = d + p;
-            p += ol;
-            vstart = p;
-            if (der_hdr(d, atv_end, &p, &vtag, &vl) < 0)
-                return -1;
-            val = d + p;
-            p = atv_end;
+        for (k = n; k-- > 0;) {
+            for (p = start, i = 0; i < k; i++, p += l)
+                der_hdr(d, end, &p, &tag, &l);      /* checked above */
             if (o->len)
-                id_put(o, first ? "," : "+", 1);
-            id_oid(o, oid, ol);
-            id_put(o, "=", 1);
-            if (vtag == 0x0c || vtag == 0x13 || vtag == 0x16 || vtag == 0x14 || vtag == 0x1a) {
-                id_value(o, val, vl);
-                if (cn && !cn[0] && ol == 3 && memcmp(oid, "\x55\x04\x03", 3) == 0) {
-                    size_t k, m = vl < cncap - 1 ? vl : cncap - 1;
-                    for (k = 0; k < m; k++)
-                        cn[k] = (val[k] >= 0x20 && val[k] < 0x7f) ? (char)val[k] : '?';
-                    cn[m] = 0;
-                }
-            } else {
-                id_put(o, "#", 1);          /* not a string: its DER, in hex */
-                id_hex(o, d + vstart, (size_t)(val - (d + vstart)) + vl, "0123456789ABCDEF");
-            }
+                id_put(o, k == n - 1 ? "," : "+", 1);
+            if (id_ava(d, end, &p, o, cn, cncap) < 0)
+                return -1;
         }
     }
     return 0;

@@ -1421,6 +1421,21 @@ t_http_evil_subject() {
     else
         fail evil-subject "backend saw: $(tr '\n' '|' <<<"$body")"
     fi
+    # README: the DN as `openssl x509 -nameopt RFC2253` prints it: '=' in a
+    # value unescaped, a multi-valued RDN's attributes last first.
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/mv.key" \
+        -out "$d/mv.csr" -multivalue-rdn -subj '/O=Acme/CN=a=b,c+UID=42' 2>/dev/null
+    openssl x509 -req -in "$d/mv.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -days 2 \
+        -extfile "$d/ext" -out "$d/mv.crt" 2>/dev/null
+    local want
+    want=$(openssl x509 -in "$d/mv.crt" -noout -subject -nameopt RFC2253 | sed 's/^subject=//')
+    body=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$d/mv.crt" --key "$d/mv.key" \
+        "https://localhost:$lp/headers")
+    if [ "$want" = 'UID=42+CN=a=b\,c,O=Acme' ] && grep -qxF "X-Client-Subject: $want" <<<"$body"; then
+        pass "http: X-Client-Subject is OpenSSL's RFC 2253 form ($want)"
+    else
+        fail "subject as openssl prints it" "openssl: $want; backend saw: $(grep -i '^x-client-subject' <<<"$body")"
+    fi
     stop_lb
     stop_backend "$bp"
 }
