@@ -6596,8 +6596,25 @@ static const char *http_reason(int status)
     }
 }
 
+/* A header name is one of ours, '_' taken as '-': CGI, PHP and WSGI
+ * servers read X_Client_Verify as X-Client-Verify (both become
+ * HTTP_X_CLIENT_VERIFY), so the underscore spelling would spoof it. */
+static int http_is_ours(const char *s, size_t n, const char *word)
+{
+    size_t i;
+
+    if (strlen(word) != n)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (s[i] == '_' ? word[i] != '-' : tolower((unsigned char)s[i]) != word[i])
+            return 0;
+    return 1;
+}
+
 /* The hop-by-hop headers (RFC 9110 7.6.1), and in requests the ones a
- * client may not send on because they are ours to set (SPEC 5). */
+ * client may not send on because they are ours to set (SPEC 5), with
+ * RFC 9440's Client-Cert-Chain, which we never set and a server trusts
+ * as ours. */
 static int http_dropped(const char *n, size_t l, int upgrade, int request)
 {
     static const char *const hop[] = {
@@ -6606,7 +6623,7 @@ static int http_dropped(const char *n, size_t l, int upgrade, int request)
     static const char *const ours[] = {
         "x-forwarded-for", "x-forwarded-proto", "x-real-ip", "x-client-verify",
         "x-client-subject", "x-client-issuer", "x-client-serial", "x-client-fingerprint",
-        "x-client-not-after", "client-cert", NULL
+        "x-client-not-after", "client-cert", "client-cert-chain", NULL
     };
     size_t i;
 
@@ -6614,7 +6631,7 @@ static int http_dropped(const char *n, size_t l, int upgrade, int request)
         if (http_is(n, l, hop[i]))
             return 1;
     for (i = 0; request && ours[i]; i++)
-        if (http_is(n, l, ours[i]))
+        if (http_is_ours(n, l, ours[i]))
             return 1;
     return !upgrade && http_is(n, l, "upgrade");
 }

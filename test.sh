@@ -1359,7 +1359,8 @@ t_http_headers() {
     body=$(curl -s --max-time 10 --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" \
         -H "X-Forwarded-For: 6.6.6.6" -H "x-client-subject: CN=admin" -H "X-Real-IP: 6.6.6.6" \
         -H "X-Client-Verify: FORGED" -H "Client-Cert: :Zm9yZ2Vk:" -H "X-Forwarded-Proto: http" \
-        "https://localhost:$lp/headers")
+        -H "X_Client_Verify: FORGED" -H "x-client_subject: CN=admin" \
+        -H "Client-Cert-Chain: :Zm9yZ2Vk:" "https://localhost:$lp/headers")
     fp=$(openssl x509 -in "$PKI/client.crt" -outform DER | sha256sum | cut -d' ' -f1)
     if python3 - "$body" "$fp" "$PKI/client.crt" <<'PY'
 import base64, subprocess, sys
@@ -1388,9 +1389,11 @@ end = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-enddate"], capt
 want = datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y GMT").strftime("%Y-%m-%dT%H:%M:%SZ")
 assert one("x-client-not-after") == want, (one("x-client-not-after"), want)
 assert one("client-cert") == ":" + base64.b64encode(der).decode() + ":"
+for k in ("x_client_verify", "x-client_subject", "client-cert-chain"):
+    assert k not in h, (k, h[k])
 PY
     then
-        pass "http: the backend gets X-Forwarded-*, X-Real-IP and X-Client-* (fingerprint = sha256 of the DER), spoofed copies dropped"
+        pass "http: the backend gets X-Forwarded-*, X-Real-IP and X-Client-* (fingerprint = sha256 of the DER), spoofed copies dropped (X_Client_* and Client-Cert-Chain too)"
     else
         fail http-headers "backend saw: $(tr '\n' '|' <<<"$body")"
     fi
