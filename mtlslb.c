@@ -1594,14 +1594,25 @@ static void cfg_finish(struct cfg_parser *p)
             cfg_error(p, l->line, "listener %s has no cert", l->name);
         if (l->ncrls && !l->ca.path)
             cfg_error(p, l->crls[0].line, "listener %s: crl needs a ca", l->name);
+        /* An sni line's own ca replaces the listener's (SPEC 4), the
+         * default verify required with it: a listener without a ca still
+         * verifies the clients of that name. */
+        for (j = 0; j < l->nsnis; j++) {
+            struct mtlslb_sni *sn = &l->snis[j];
+            if (sn->ncrls && !sn->ca.path && !l->ca.path)
+                cfg_error(p, sn->line, "sni %s: crl needs a ca", sn->name);
+            sn->verify = l->verify == MTLSLB_VERIFY_UNSET && sn->ca.path ?
+                         MTLSLB_VERIFY_REQUIRED : l->verify;
+        }
         if (l->verify == MTLSLB_VERIFY_UNSET)
             l->verify = l->ca.path ? MTLSLB_VERIFY_REQUIRED : MTLSLB_VERIFY_NONE;
         else if (l->verify != MTLSLB_VERIFY_NONE && !l->ca.path)
-            cfg_error(p, l->line, "listener %s: verify %s needs a ca", l->name,
+            cfg_error(p, l->line, "listener %s: verify %s needs a ca (the default "
+                      "certificate's clients are verified against it)", l->name,
                       l->verify == MTLSLB_VERIFY_REQUIRED ? "required" : "optional");
         for (j = 0; j < l->nsnis; j++)
-            if (l->snis[j].ncrls && !l->snis[j].ca.path && !l->ca.path)
-                cfg_error(p, l->snis[j].line, "sni %s: crl needs a ca", l->snis[j].name);
+            if (l->snis[j].verify == MTLSLB_VERIFY_UNSET)
+                l->snis[j].verify = l->verify;
         if (!l->default_backend) {
             cfg_error(p, l->line, "listener %s has no default-backend", l->name);
             continue;
@@ -3211,7 +3222,7 @@ static int tls_load_crls(struct report *r, struct tls_ctx *t,
 static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlslb_listener *l,
                          const struct mtlslb_file *cert, const struct mtlslb_file *key,
                          const struct mtlslb_file *ca, const struct mtlslb_file *crls,
-                         size_t ncrls, void *cb_arg)
+                         size_t ncrls, enum mtlslb_verify verify, void *cb_arg)
 {
     int bad = 0, ca_bad = 0;
 
@@ -3258,7 +3269,7 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
             ca_bad = 1;
         }
     }
-    switch (l->verify) {
+    switch (verify) {
     case MTLSLB_VERIFY_REQUIRED:
         t->verify = WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT;
         break;
@@ -3346,10 +3357,11 @@ static int tls_ctx_make(struct report *r, struct tls_listener *t, struct tls_ctx
     const struct mtlslb_sni *s = x->sni;
 
     if (!s)
-        return tls_ctx_build(r, x, l, &l->cert, &l->key, &l->ca, l->crls, l->ncrls, t);
+        return tls_ctx_build(r, x, l, &l->cert, &l->key, &l->ca, l->crls, l->ncrls,
+                             l->verify, t);
     return tls_ctx_build(r, x, l, &s->cert, &s->key, s->ca.path ? &s->ca : &l->ca,
                          s->ncrls ? s->crls : s->ca.path ? NULL : l->crls,
-                         s->ncrls ? s->ncrls : s->ca.path ? 0 : l->ncrls, t);
+                         s->ncrls ? s->ncrls : s->ca.path ? 0 : l->ncrls, s->verify, t);
 }
 
 static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listener *l,

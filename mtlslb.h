@@ -92,6 +92,8 @@ struct mtlslb_sni {
     struct mtlslb_file cert, key, ca;   /* ca.path NULL = the listener's */
     struct mtlslb_file *crls;
     size_t ncrls;
+    enum mtlslb_verify verify;      /* resolved: the listener's; required by
+                                       default for an own ca (SPEC 4) */
     int line;
 };
 

@@ -434,6 +434,30 @@ t_sni() {
         fail "sni-strict" "unknown name got '$cn', no SNI got '$c'"
     fi
     stop_lb
+    # SPEC 4: an sni line's own ca replaces the listener's, with verify
+    # required as its default, also on a listener that has no ca at all.
+    conf_global >"$W/snica.conf"
+    cat >>"$W/snica.conf" <<EOF
+listener tls
+    bind 127.0.0.1:$lp
+    mode tcp
+    cert $PKI/server.crt $PKI/server.key
+    sni app.example.com $PKI/app.crt $PKI/app.key ca $PKI/app-ca.crt
+    default-backend web
+backend web
+    server a 127.0.0.1:$bp
+EOF
+    start_lb "$W/snica.conf" || { fail sni-ca "no mtlslb"; return; }
+    local r=(--resolve "app.example.com:$lp:127.0.0.1" "https://app.example.com:$lp/")
+    c="$(cas app-client "${r[@]}") $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 \
+        --cacert "$PKI/ca.crt" "${r[@]}") $(cget "${r[@]}") $(curl -s -o /dev/null \
+        -w '%{http_code}' --max-time 10 --cacert "$PKI/ca.crt" "https://localhost:$lp/")"
+    if [ "$c" = "200 000 000 200" ]; then
+        pass "an sni line's own ca on a listener without one: that name's clients are verified"
+    else
+        fail "sni ca without listener ca" "app-client, none, other CA, default name: $c"
+    fi
+    stop_lb
     stop_backend "$bp"
 }
 
