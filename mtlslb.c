@@ -3175,6 +3175,30 @@ static int tls_key_matches(const char *cert, const char *key)
     return same;
 }
 
+struct crl_load {
+    WOLFSSL_CTX *ctx;
+    int bad;
+};
+
+static void tls_crl_load_one(const uint8_t *der, size_t len, void *arg)
+{
+    struct crl_load *a = arg;
+
+    if (wolfSSL_CTX_LoadCRLBuffer(a->ctx, der, (long)len, WOLFSSL_FILETYPE_ASN1) !=
+        WOLFSSL_SUCCESS)
+        a->bad = 1;
+}
+
+/* Every CRL of a PEM file (several CAs' CRLs in one file, as nginx's
+ * ssl_crl and HAProxy's crl-file take them), or one DER CRL;
+ * wolfSSL_CTX_LoadCRLFile loads only the first PEM one. */
+static int tls_load_crl_file(WOLFSSL_CTX *ctx, const char *path)
+{
+    struct crl_load a = { ctx, 0 };
+
+    return pem_each(path, "X509 CRL", tls_crl_load_one, &a) > 0 && !a.bad ? 0 : -1;
+}
+
 static int tls_load_crls(struct report *r, struct tls_ctx *t,
                          const struct mtlslb_file *crls, size_t n)
 {
@@ -3190,7 +3214,11 @@ static int tls_load_crls(struct report *r, struct tls_ctx *t,
         return -1;
     }
     t->ncrls = n;
-    if (wolfSSL_CTX_EnableCRL(t->ctx, WOLFSSL_CRL_CHECK) != WOLFSSL_SUCCESS) {
+    /* Every certificate of the client's chain, as nginx and HAProxy check
+     * (OpenSSL's CRL_CHECK_ALL): an intermediate CA a loaded CRL revokes
+     * takes its leaves with it. */
+    if (wolfSSL_CTX_EnableCRL(t->ctx, WOLFSSL_CRL_CHECK | WOLFSSL_CRL_CHECKALL) !=
+        WOLFSSL_SUCCESS) {
         report_at(r, crls[0].line, "cannot enable CRL checking");
         return -1;
     }
@@ -3209,8 +3237,7 @@ static int tls_load_crls(struct report *r, struct tls_ctx *t,
             c->expired_logged = 1;
             continue;
         }
-        if (wolfSSL_CTX_LoadCRLFile(t->ctx, crls[i].path, WOLFSSL_FILETYPE_PEM) !=
-            WOLFSSL_SUCCESS) {
+        if (tls_load_crl_file(t->ctx, crls[i].path) < 0) {
             report_at(r, crls[i].line, "cannot load CRL %s (not a PEM CRL, or not signed by the ca)",
                       crls[i].path);
             return -1;

@@ -393,6 +393,52 @@ t_crl_expired() {
     stop_backend "$bp"
 }
 
+# crl_conf PORT BACKEND CA CRL-LINES: a tcp listener with that ca and those crl lines.
+crl_conf() {
+    conf_global
+    printf 'listener tls\n    bind 127.0.0.1:%s\n    mode tcp\n    cert %s %s\n    ca %s\n%s\n' \
+        "$1" "$PKI/server.crt" "$PKI/server.key" "$3" "$4"
+    printf '    default-backend web\nbackend web\n    server a 127.0.0.1:%s\n' "$2"
+}
+
+# Several CRLs in one file all count; every certificate of the client's chain is checked.
+t_crl_chain() {
+    local lp bp c
+    newport lp; newport bp
+    start_backend http "$bp" web1
+    cat "$PKI/ca.crt" "$PKI/app-ca.crt" >"$W/two-ca.crt"
+    cat "$PKI/ca.crl" "$PKI/app-ca.crl" >"$W/two.crl"
+    crl_conf "$lp" "$bp" "$W/two-ca.crt" "    crl $W/two.crl" >"$W/crl2.conf"
+    start_lb "$W/crl2.conf" || { fail crl-two "no mtlslb"; return; }
+    c="$(cget "https://localhost:$lp/") $(cas app-client "https://localhost:$lp/") $(cas revoked "https://localhost:$lp/")"
+    if [ "$c" = "200 200 000" ]; then
+        pass "a crl file with two CAs' CRLs: both load (client 200, app-client 200, revoked refused)"
+    else
+        fail "two CRLs in one file" "client, app-client, revoked: $c"
+    fi
+    stop_lb
+    # Root -> intermediate -> leaf; the client sends leaf + intermediate.
+    cat "$PKI/other-ca.crt" "$PKI/int-ca.crt" >"$W/int-ca.crt"
+    local ic=(--cert "$PKI/int-client-chain.crt" --key "$PKI/int-client.key" "https://localhost:$lp/")
+    crl_conf "$lp" "$bp" "$W/int-ca.crt" "    crl $PKI/other-ca.crl
+    crl $PKI/int-ca.crl" >"$W/crli.conf"
+    start_lb "$W/crli.conf" || { fail crl-int "no mtlslb"; return; }
+    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$PKI/ca.crt" "${ic[@]}")
+    stop_lb
+    crl_conf "$lp" "$bp" "$W/int-ca.crt" "    crl $PKI/other-ca-int-revoked.crl
+    crl $PKI/int-ca.crl" >"$W/crlr.conf"
+    start_lb "$W/crlr.conf" || { fail crl-int-revoked "no mtlslb"; return; }
+    c="$c $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$PKI/ca.crt" "${ic[@]}")"
+    sleep 0.2
+    if [ "$c" = "200 000" ] && grep -q 'reason="revoked"' "$LB_LOG"; then
+        pass "a leaf under an intermediate CA that the root's CRL revokes is refused (revoked)"
+    else
+        fail "revoked intermediate" "current CRLs, intermediate revoked: $c; log: $(tail -2 "$LB_LOG")"
+    fi
+    stop_lb
+    stop_backend "$bp"
+}
+
 t_sni() {
     local lp bp cn c
     newport lp; newport bp
@@ -3188,7 +3234,7 @@ t_sanitizers() {
 # Hostile clients, TLS scanners, memory flatness (issue 7).
 . "$ROOT/tests/hostile.sh"
 
-ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired
+ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired t_crl_chain
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals t_log_level
 t_ipv6 t_backpressure t_no_spin t_resumption t_loadgen

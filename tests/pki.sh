@@ -20,10 +20,15 @@
 #   ca.crl                    revokes revoked.crt, nextUpdate +30 days
 #   expired.crl               same, lastUpdate 2020-01-01 nextUpdate 2020-01-02
 #   soon.crl                  same, nextUpdate +2 hours
-#   other-ca.crt other-ca.key, other-client.crt other-client.key
+#   other-ca.crt other-ca.key, other-client.crt other-client.key,
+#   other-ca.crl (empty)
+#   int-ca.crt int-ca.key     "intermediate CA", issued by other-ca; int-ca.crl
+#                             (empty); other-ca-int-revoked.crl revokes it
+#   int-client.crt int-client.key, int-client-chain.crt (leaf + int-ca)
 #   app-ca.crt app-ca.key, app-client.crt app-client.key, app-ca.crl (empty)
 #   mismatch.key              an EC key matching no certificate
-# The `openssl ca` databases live in DIR/ca-db, DIR/other-ca-db, DIR/app-ca-db.
+# The `openssl ca` databases live in DIR/ca-db, DIR/other-ca-db, DIR/int-ca-db,
+# DIR/app-ca-db.
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -36,7 +41,7 @@ D=$(cd "$1" && pwd)     # absolute: the openssl config files refer to it
 [ -f "$D/.done" ] && exit 0
 
 # Start over cleanly if a previous run was interrupted half way.
-rm -rf "$D/ca-db" "$D/other-ca-db" "$D/app-ca-db"
+rm -rf "$D/ca-db" "$D/other-ca-db" "$D/int-ca-db" "$D/app-ca-db"
 
 # Run openssl, showing its output only when it fails.
 ossl() {
@@ -64,10 +69,11 @@ newkey() {
     chmod 644 "$D/$1.key"
 }
 
-# mkca NAME "COMMON NAME": a self-signed root with its own `openssl ca` database
-# in DIR/NAME-db (DIR/ca-db for the main CA "ca").
+# mkca NAME "COMMON NAME" [PARENT]: a self-signed root (or, with PARENT, an
+# intermediate CA that PARENT issues) with its own `openssl ca` database in
+# DIR/NAME-db (DIR/ca-db for the main CA "ca").
 mkca() {
-    name=$1 cn=$2 db="$D/$1-db"
+    name=$1 cn=$2 parent=${3:-} db="$D/$1-db"
     mkdir -p "$db/newcerts"
     : > "$db/index.txt"
     echo "unique_subject = no" > "$db/index.txt.attr"
@@ -155,6 +161,10 @@ subjectAltName         = DNS:client-good.example.com, URI:spiffe://mtlslb.test/c
 [ ext_crl ]
 authorityKeyIdentifier = keyid:always
 EOF
+    if [ -n "$parent" ]; then
+        issue "$parent" "$name" "/CN=$cn" ext_ca -days 3651
+        return
+    fi
     newkey "$name"
     # Self-signed root: 3652 days so it outlives the 3650-day leaves.
     ossl req -new -x509 -config "$db/ca.cnf" -extensions ext_ca \
@@ -198,9 +208,16 @@ gencrl ca expired.crl -crl_lastupdate 20200101000000Z \
                       -crl_nextupdate 20200102000000Z
 gencrl ca soon.crl    -crlhours 2
 
-# --- an unrelated CA ---------------------------------------------------------
+# --- an unrelated CA, and an intermediate under it --------------------------
 mkca other-ca "other CA"
 issue other-ca other-client "/CN=other-client" ext_client
+gencrl other-ca other-ca.crl -crldays 30
+mkca int-ca "intermediate CA" other-ca
+issue int-ca int-client "/CN=int-client" ext_client
+cat "$D/int-client.crt" "$D/int-ca.crt" > "$D/int-client-chain.crt"
+gencrl int-ca int-ca.crl -crldays 30
+ossl ca -batch -config "$D/other-ca-db/ca.cnf" -revoke "$D/int-ca.crt"
+gencrl other-ca other-ca-int-revoked.crl -crldays 30
 
 # --- a per-SNI CA ------------------------------------------------------------
 mkca app-ca "app CA"
