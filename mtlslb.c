@@ -5908,6 +5908,42 @@ static int http_content_length(const char *v, size_t n, uint64_t *out)
 }
 
 /*
+ * A Host value (or an absolute-form authority) as an edge proxy takes it:
+ * uri-host [":" port] (RFC 9110 7.2), the host a DNS name or IPv4 address
+ * of unreserved characters with no empty label (one trailing dot allowed),
+ * or an IPv6 literal in brackets; the port digits.  No userinfo, path,
+ * blank, comma or %-escape: each is something a server may read as another
+ * host than the one routes and the 421 check saw (SPEC 4).  Empty is valid.
+ */
+static int http_host_ok(const char *h, size_t n)
+{
+    size_t i = 0;
+
+    if (n && h[0] == '[') {
+        for (i = 1; i < n && (isxdigit((unsigned char)h[i]) || h[i] == ':' || h[i] == '.'); i++)
+            ;
+        if (i == 1 || i == n || h[i] != ']')
+            return 0;
+        i++;
+    } else {
+        for (; i < n && h[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)h[i];
+            if (ch == '.' ? i == 0 || h[i - 1] == '.' :
+                !(isalnum(ch) || ch == '-' || ch == '_' || ch == '~'))
+                return 0;
+        }
+        if (i == 0 && n)
+            return 0;                   /* a port without a host */
+    }
+    if (i < n && h[i++] != ':')
+        return 0;
+    for (; i < n; i++)
+        if (!isdigit((unsigned char)h[i]))
+            return 0;
+    return 1;
+}
+
+/*
  * The header lines from pos to the blank line.  Fills m->headers and the
  * framing fields.  Returns the head length, 0 if incomplete, or -status.
  */
@@ -5975,6 +6011,8 @@ static int http_headers(const char *b, size_t len, size_t pos, int request,
                     te_other = 1;
             }
         } else if (http_is(name, nl, "host")) {
+            if (request && !http_host_ok(v, (size_t)(ve - v)))
+                return -400;
             hosts++;
             if (!absolute) {
                 m->host = v;
@@ -6070,7 +6108,7 @@ int mtlslb_http_parse_request(const char *b, size_t len, struct mtlslb_http_msg 
         a += 3;
         for (p = a; p < end && *p != '/' && *p != '?'; p++)
             ;
-        if (p == a)
+        if (p == a || !http_host_ok(a, (size_t)(p - a)))
             return -400;
         m->host = a;
         m->host_len = (size_t)(p - a);

@@ -1592,6 +1592,16 @@ t_http_errors() {
     expect "control byte in a value" 400 "GET / HTTP/1.1\r\n${H}X-A: a\x01b\r\n\r\n"
     expect "bare LF" 400 "GET / HTTP/1.1\n${H}\r\n"
     expect "missing Host" 400 'GET / HTTP/1.1\r\n\r\n'
+    # A Host a server could read as another host than routes and 421 saw.
+    local h
+    for h in 'user@localhost' 'localhost/x' 'localhost other' 'localhost,other' 'localhost%2f' \
+             '.localhost' 'a..localhost' '[localhost]' 'localhost:8x'; do
+        expect "Host: $h" 400 "GET / HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n"
+    done
+    expect "absolute-form with userinfo" 400 "GET https://user@localhost/ HTTP/1.1\r\n${H}\r\n"
+    for h in 'localhost:8443' 'localhost.' '127.0.0.1' '[::1]:8443' 'my_host'; do
+        expect "Host: $h" 200 "GET / HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n"
+    done
     expect "request line over 8 KB" 414 "GET /$(head -c 9000 /dev/zero | tr '\0' a) HTTP/1.1\r\n${H}\r\n"
     expect "headers over 16 KB" 431 "GET / HTTP/1.1\r\n${H}X-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n"
     # Only the size limits a head (SPEC 5): 300 header lines in 12 KB pass.
