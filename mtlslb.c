@@ -7079,11 +7079,14 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
      * Host that no sni line names belongs to the default certificate, so a
      * handshake made under an sni line cannot use it either. */
     asked = host[0] ? tls_sni_find(&c->ls->tls, host) : NULL;
+    c->bytes_in += m->head_len;     /* SPEC 8: bytes from the client, not our rewrite */
+    t->head_in = m->head_len;
     if (host[0] && (asked ? asked->sni : NULL) != c->hs_sni) {
         http_error(c, 421);
         return;
     }
     r = http_route(c->ls->cfg, host, m);
+    t->up = &c->gen->ups[r ? r->backend : c->ls->cfg->backend];
     /* allow lines: the listener's for every request, the route's for its
      * own (no fall-through to later routes) */
     if (c->denied || (r && r->nallows && !(c->route_ok && c->route_ok[r - c->ls->cfg->routes]))) {
@@ -7098,7 +7101,6 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
         http_error(c, 403);
         return;
     }
-    t->up = &c->gen->ups[r ? r->backend : c->ls->cfg->backend];
     t->upgrade = m->conn_upgrade;
     t->head_req = http_is(m->method, m->method_len, "HEAD");
     t->keep = !m->conn_close;
@@ -7110,8 +7112,6 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
     }
     c->cli.buf.off += m->head_len;
     c->cli.buf.len -= m->head_len;
-    c->bytes_in += m->head_len;     /* SPEC 8: bytes from the client, not our rewrite */
-    t->head_in = m->head_len;
     http_body_start(&c->cli, m->body, m->content_length);
     c->cli.body.ch.request = 1;
     t->rq = m->body == MTLSLB_BODY_NONE ? HQ_DONE : HQ_BODY;

@@ -1558,6 +1558,14 @@ backend app
     c="$(get -o /dev/null -w '%{http_code}' -H "Host: localhost" "https://app.example.com:$lp/") $(get -o /dev/null -w '%{http_code}' -H "Host: App.Example.com:$lp" "https://app.example.com:$lp/")"
     [ "$c" = "421 200" ] && pass "http: a handshake under an sni line, Host of the default certificate: 421" ||
         fail "http 421 reverse" "got $c"
+    # SPEC 8: answers of mtlslb's own count the request's bytes too, and a
+    # route's 403 names the backend the route picked.
+    if grep -q 'req .* status=421 .* bytes_in=[1-9][0-9]* ' "$LB_LOG" &&
+       grep -q 'req .* backend=api/- status=403 .* bytes_in=[1-9][0-9]* ' "$LB_LOG"; then
+        pass "http: 421 and 403 log lines count the request's bytes; a route's 403 names its backend"
+    else
+        fail "http local answers logged" "$(grep -m1 'status=421' "$LB_LOG"); $(grep -m1 'status=403' "$LB_LOG")"
+    fi
     stop_lb
     stop_backend "$bw"; stop_backend "$ba"; stop_backend "$bh"
 }
