@@ -2572,8 +2572,9 @@ int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
     return 0;
 }
 
-/* Glob match of bytes: `*` takes any run of printable bytes, so a value
- * with a control byte (or NUL) can match only where the pattern has it. */
+/* Glob match of bytes: `*` takes any run of bytes but control bytes (so
+ * UTF-8 too: "J*" matches a CN of "J\xC3\xBCrgen"), so a value with a
+ * control byte (or NUL) can match only where the pattern has it. */
 int mtlslb_allow_match(const char *pat, const uint8_t *v, size_t len, int icase)
 {
     const char *star = NULL;
@@ -2591,8 +2592,8 @@ int mtlslb_allow_match(const char *pat, const uint8_t *v, size_t len, int icase)
             i++;
             continue;
         }
-        /* back to the last star, which takes one more byte, a printable one */
-        if (!star || mark >= len || v[mark] < 0x20 || v[mark] > 0x7e)
+        /* back to the last star, which takes one more byte, not a control one */
+        if (!star || mark >= len || v[mark] < 0x20 || v[mark] == 0x7f)
             return 0;
         pat = star + 1;
         i = ++mark;

@@ -329,7 +329,8 @@ struct mtlslb_peer {
 int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *peer);
 
 /* Does a pattern match a value (bytes, not a C string)?  Exact, or `*`
- * matching any run of printable bytes; case-insensitive if icase. */
+ * matching any run of bytes but control ones (0x00-0x1f, 0x7f);
+ * case-insensitive (ASCII) if icase. */
 int mtlslb_allow_match(const char *pattern, const uint8_t *value, size_t len, int icase);
 
 /* Do the rules admit this certificate (peer NULL: none was presented)?

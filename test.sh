@@ -3058,6 +3058,20 @@ t_allow() {
     else
         fail "allow literal values" "$out (want 200403403)"
     fi
+    # A `*` covers UTF-8 (a CN of Jürgen), never a control byte.
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -utf8 -keyout "$d/utf8.key" \
+        -out "$d/utf8.csr" -subj "/O=Acme/CN=J$(printf '\xc3\xbc')rgen" 2>/dev/null
+    openssl x509 -req -in "$d/utf8.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -days 2 \
+        -extfile "$d/admin.ext" -out "$d/utf8.crt" 2>/dev/null
+    allow_conf "cn J*rgen" "cn admin*"
+    start_lb "$W/allow.conf" || { fail allow "no mtlslb"; return; }
+    out="$(aget utf8 "https://localhost:$hp/")$(aget ctl "https://localhost:$hp/")"
+    stop_lb
+    if [ "$out" = "200403" ]; then
+        pass "allow cn 'J*rgen' admits CN J\xc3\xbcrgen (UTF-8); 'admin*' still refuses admin<CR><LF>X: y"
+    else
+        fail "allow glob over UTF-8" "$out (want 200403)"
+    fi
     # Errors name file and line.
     conf_tcp "$tp" "    server a 127.0.0.1:$bp" "    allow cnn x
     allow fingerprint 12:34

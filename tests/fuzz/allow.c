@@ -2,7 +2,7 @@
  * allow: the access-control matcher.  The input is split at its first NUL
  * (or in the middle) into a pattern (a C string) and a value (bytes, NULs
  * included).  mtlslb_allow_match() is compared with a recursive model: a
- * `*` takes any run of printable bytes (0x20..0x7e), anything else matches
+ * `*` takes any run of bytes but control ones (0x00-0x1f, 0x7f), anything else matches
  * itself (ASCII letters without case when icase), decided by dynamic
  * programming.  Then the same bytes go
  * to mtlslb_cert_peer() as a DER certificate: 0 or -1, every value it
@@ -29,7 +29,7 @@ static int model(const char *p, const uint8_t *v, size_t n, int icase)
     for (i = pl; i-- > 0; )
         for (j = n + 1; j-- > 0; ) {
             if (p[i] == '*')
-                DP(i, j) = DP(i + 1, j) || (j < n && v[j] >= 0x20 && v[j] <= 0x7e && DP(i, j + 1));
+                DP(i, j) = DP(i + 1, j) || (j < n && v[j] >= 0x20 && v[j] != 0x7f && DP(i, j + 1));
             else
                 DP(i, j) = j < n && (icase ? lc((unsigned char)p[i]) == lc(v[j])
                                            : (uint8_t)p[i] == v[j]) && DP(i + 1, j + 1);
