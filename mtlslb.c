@@ -4123,20 +4123,6 @@ static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ
     return tk_open(arg, ssl, name, iv, mac, buf, len, outlen);
 }
 
-/* Is a remembered certificate still good for a resumed session under this
- * context: not expired, not revoked by the CRL in force now? */
-static int tk_cert_check(const struct tls_ctx *x, const struct tk_cert *e, enum tls_reason *why)
-{
-    *why = R_EXPIRED;
-    if (e->expires <= time(NULL))
-        return -1;
-    *why = R_REVOKED;
-    if (x->ncrls && wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), e->der,
-                                                (long)e->len) != WOLFSSL_SUCCESS)
-        return -1;
-    return 0;
-}
-
 static int tls_crl_expired(const struct tls_ctx *x, time_t now)
 {
     size_t i;
@@ -4145,6 +4131,27 @@ static int tls_crl_expired(const struct tls_ctx *x, time_t now)
         if (x->crls[i].next_update && x->crls[i].next_update <= now)
             return 1;
     return 0;
+}
+
+/* Is a remembered certificate still good for a resumed session under this
+ * context: not expired, not revoked by the CRL in force now, and that CRL
+ * current?  why: as a full handshake would log it. */
+static int tk_cert_check(const struct tls_ctx *x, const struct tk_cert *e, enum tls_reason *why)
+{
+    time_t now = time(NULL);
+    int rc;
+
+    *why = R_EXPIRED;
+    if (e->expires <= now)
+        return -1;
+    if (!x->ncrls)
+        return 0;
+    rc = wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), e->der, (long)e->len);
+    if (rc == WOLFSSL_SUCCESS)
+        return 0;
+    *why = rc == CRL_CERT_REVOKED ? R_REVOKED : tls_crl_expired(x, now) ? R_CRL_EXPIRED :
+           R_CRL_MISSING;
+    return -1;
 }
 
 /* Why a handshake failed, from wolfSSL's error and what we know of the CRLs. */

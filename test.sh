@@ -390,6 +390,27 @@ t_crl_expired() {
         fail "CRL expiring soon" "curl got $c; log: $(tail -3 "$LB_LOG")"
     fi
     stop_lb
+    # A session made while the CRL was current, resumed after its
+    # nextUpdate: refused, and logged as a full handshake would be.
+    openssl ca -batch -config "$PKI/ca-db/ca.cnf" -gencrl -out "$W/short.crl" \
+        -crl_nextupdate "$(date -u -d '+5 sec' +%Y%m%d%H%M%SZ)" 2>/dev/null
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" | sed "s|$PKI/ca.crl|$W/short.crl|" >"$W/crlt.conf"
+    start_lb "$W/crlt.conf" || { fail crl-resume "no mtlslb"; return; }
+    local rq='GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+    c=$(printf "$rq" | timeout 10 openssl s_client -connect "127.0.0.1:$lp" -tls1_2 -no_ticket \
+        -cert "$PKI/client.crt" -key "$PKI/client.key" -CAfile "$PKI/ca.crt" -sess_out "$W/crlt.sess" \
+        -ign_eof 2>/dev/null | grep -c '^HTTP/1.1 200')
+    sleep 6
+    c="$c $(printf "$rq" | timeout 10 openssl s_client -connect "127.0.0.1:$lp" -tls1_2 -no_ticket \
+        -CAfile "$PKI/ca.crt" -sess_in "$W/crlt.sess" -ign_eof 2>/dev/null | grep -c '^HTTP/1.1 200')"
+    sleep 0.2
+    if [ "$c" = "1 0" ] &&
+       grep -q 'handshake failed .*reason="CRL expired" detail="resumed session"' "$LB_LOG"; then
+        pass "a session resumed after the CRL's nextUpdate is refused as \"CRL expired\""
+    else
+        fail "resumed after CRL expiry" "responses: $c; $(grep 'handshake failed' "$LB_LOG" | tail -1)"
+    fi
+    stop_lb
     stop_backend "$bp"
 }
 
