@@ -4179,6 +4179,9 @@ static enum tls_reason tls_reason_of(struct tls_listener *t, WOLFSSL *ssl, int e
         return R_CLOSED;
     case VERIFY_CERT_ERROR:
     case ASN_SIG_CONFIRM_E:
+    case KEYUSE_SIGNATURE_E:        /* a certificate not made for client auth */
+    case KEYUSE_ENCIPHER_E:
+    case EXTKEYUSE_AUTH_E:
         return R_BAD_CERT;
     default:
         return R_PROTOCOL;
@@ -7101,7 +7104,7 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
         const struct mtlslb_listener *l = c->ls->cfg;
         char where[64] = "";
         if (!c->denied)
-            snprintf(where, sizeof where, " route=line %d", r->line);
+            snprintf(where, sizeof where, " route=\"line %d\"", r->line);
         if (c->denied)
             conn_denied_log(c, l->allows, l->nallows, where);
         else
@@ -7575,7 +7578,8 @@ static void conn_handshake_done(struct conn *c)
 
     why = tls_resume_problem(&c->ls->tls, c->cli.ssl, &c->tr, c->has_cert);
     if (why) {
-        conn_hs_fail(c, R_SESSION, why);
+        snprintf(sni, sizeof sni, "\"%s\"", why);     /* detail= is quoted */
+        conn_hs_fail(c, R_SESSION, sni);
         return;
     }
     if (l->sni_strict && (!c->sni[0] || !tls_sni_find(&c->ls->tls, c->sni))) {

@@ -334,6 +334,8 @@ t_client_certs() {
     check_refused "revoked certificate" "$(cas revoked "https://localhost:$lp/")" "revoked"
     check_refused "expired certificate" "$(cas expired "https://localhost:$lp/")" "expired"
     check_refused "unrelated CA" "$(cas other-client "https://localhost:$lp/")" "unknown CA"
+    check_refused "a certificate for servers only (EKU serverAuth)" \
+        "$(cas server "https://localhost:$lp/")" "bad certificate"
     stop_lb
     stop_backend "$bp"
 }
@@ -3049,7 +3051,7 @@ t_allow() {
     start_lb "$W/allow-route.conf" || { fail allow "no mtlslb"; return; }
     out="$(aget admin "https://localhost:$hp/admin")$(aget admin "https://localhost:$hp/")$(aget device-1 "https://localhost:$hp/admin")$(aget device-1 "https://localhost:$hp/")"
     if [ "$out" = "200200403200" ] &&
-       grep -q 'access denied .* listener=https route=line [0-9]* cn=device-1 rule="allow cn admin"' "$LB_LOG"; then
+       grep -q 'access denied .* listener=https route="line [0-9]*" cn=device-1 rule="allow cn admin"' "$LB_LOG"; then
         pass "route allow: /admin only for CN admin (403 for device-1, not passed on to the next route), / for everyone"
     else
         fail "route allow" "$out (want 200200403200)"
