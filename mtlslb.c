@@ -620,8 +620,12 @@ static int cfg_addr(struct cfg_parser *p, const char *text, int passive,
     }
     rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || !res) {
-        cfg_error(p, p->line, "cannot resolve '%s': %s", text,
-                  rc ? gai_strerror(rc) : "no address");
+        if (passive && rc == EAI_NONAME)
+            cfg_error(p, p->line, "'%s': bind takes a numeric address (0.0.0.0:8443, "
+                      "[::]:8443, 127.0.0.1:8443), not a host name", text);
+        else
+            cfg_error(p, p->line, "cannot resolve '%s': %s", text,
+                      rc ? gai_strerror(rc) : "no address");
         return -1;
     }
     memset(ss, 0, sizeof *ss);

@@ -239,6 +239,14 @@ EOF
     else
         fail "-t good" "$out"
     fi
+    # bind is numeric; a host name gets an error that says so.
+    base | sed "s/bind 127.0.0.1:/bind localhost:/" >"$d/bindname.conf"
+    out=$("$BIN" -t -c "$d/bindname.conf" 2>&1)
+    if [ $? = 1 ] && grep -q "bindname.conf:4: 'localhost:$port': bind takes a numeric address" <<<"$out"; then
+        pass "-t: bind with a host name is refused, saying bind takes a numeric address"
+    else
+        fail "-t bind name" "$out"
+    fi
     # A file that is not text: its bytes come out as \xHH, never raw.
     { base; printf '\001\377bin\033[2J junk\n'; } >"$d/binary.conf"
     out=$("$BIN" -t -c "$d/binary.conf" 2>&1)
