@@ -242,7 +242,7 @@ EOF
     # bind is numeric; a host name gets an error that says so.
     base | sed "s/bind 127.0.0.1:/bind localhost:/" >"$d/bindname.conf"
     out=$("$BIN" -t -c "$d/bindname.conf" 2>&1)
-    if [ $? = 1 ] && grep -q "bindname.conf:4: 'localhost:$port': bind takes a numeric address" <<<"$out"; then
+    if [ $? = 1 ] && grep -q "bindname.conf:3: 'localhost:$port': bind takes a numeric address" <<<"$out"; then
         pass "-t: bind with a host name is refused, saying bind takes a numeric address"
     else
         fail "-t bind name" "$out"
