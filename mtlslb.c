@@ -1909,6 +1909,7 @@ struct tls_resume {
     /* not about resumption, but per handshake too: */
     struct tls_listener *tl;        /* the listener of the handshake */
     unsigned denied : 1;            /* tls_verify_cb refused the certificate (allow) */
+    unsigned no_sign : 1;           /* ... (a keyUsage without digitalSignature) */
     unsigned chain_bad : 1;         /* ... or its chain (tls_chain_own) */
     char denied_cn[64];
 };
@@ -2525,20 +2526,17 @@ static int peer_san(const uint8_t *d, size_t len, struct mtlslb_peer *pe)
     return 0;
 }
 
-int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
+/*
+ * The value (the OCTET STRING's content) of a certificate's extension
+ * 2.5.29.ID: 1 with *v, *vl set, 0 if it has none, -1 if the extensions do
+ * not parse.
+ */
+static int cert_ext(const uint8_t *der, const struct cert_tbs *t, uint8_t id,
+                    const uint8_t **v, size_t *vl)
 {
-    struct cert_tbs t;
-    size_t pos, l, tbs_end;
+    size_t pos = t->next, l, tbs_end = t->end;
     uint8_t tag;
 
-    memset(pe, 0, sizeof *pe);
-    if (cert_tbs(der, len, &t) < 0 ||
-        cert_serial_fp(der, len, &t, pe->serial, sizeof pe->serial, pe->fingerprint,
-                       sizeof pe->fingerprint) < 0 ||
-        cert_field(&t.subject, 0x30, &pos, &l) < 0 || peer_name(t.subject.p + pos, l, pe) < 0)
-        return -1;
-    tbs_end = t.end;
-    pos = t.next;
     while (pos < tbs_end) {         /* [1] issuerUID, [2] subjectUID, [3] extensions */
         size_t end, e;
         if (der_hdr(der, tbs_end, &pos, &tag, &l) < 0)
@@ -2551,7 +2549,7 @@ int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
         if (der_hdr(der, end, &pos, &tag, &l) < 0 || tag != 0x30)
             return -1;
         for (end = pos + l; pos < end; pos = e) {
-            size_t ol, vl;
+            size_t ol;
             const uint8_t *oid;
             if (der_hdr(der, end, &pos, &tag, &l) < 0 || tag != 0x30)
                 return -1;
@@ -2560,20 +2558,62 @@ int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
                 return -1;
             oid = der + pos;
             pos += ol;
-            if (der_hdr(der, e, &pos, &tag, &vl) < 0)
+            if (der_hdr(der, e, &pos, &tag, vl) < 0)
                 return -1;
             if (tag == 0x01) {      /* critical */
-                pos += vl;
-                if (der_hdr(der, e, &pos, &tag, &vl) < 0)
+                pos += *vl;
+                if (der_hdr(der, e, &pos, &tag, vl) < 0)
                     return -1;
             }
             if (tag != 0x04)
                 return -1;
-            if (ol == 3 && memcmp(oid, "\x55\x1d\x11", 3) == 0 && peer_san(der + pos, vl, pe) < 0)
-                return -1;
+            if (ol == 3 && oid[0] == 0x55 && oid[1] == 0x1d && oid[2] == id) {
+                *v = der + pos;
+                return 1;
+            }
         }
     }
     return 0;
+}
+
+int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *pe)
+{
+    struct cert_tbs t;
+    size_t pos, l, vl;
+    const uint8_t *v;
+    int rc;
+
+    memset(pe, 0, sizeof *pe);
+    if (cert_tbs(der, len, &t) < 0 ||
+        cert_serial_fp(der, len, &t, pe->serial, sizeof pe->serial, pe->fingerprint,
+                       sizeof pe->fingerprint) < 0 ||
+        cert_field(&t.subject, 0x30, &pos, &l) < 0 || peer_name(t.subject.p + pos, l, pe) < 0)
+        return -1;
+    rc = cert_ext(der, &t, 0x11, &v, &vl);                             /* subjectAltName */
+    return rc < 0 || (rc > 0 && peer_san(v, vl, pe) < 0) ? -1 : 0;
+}
+
+/*
+ * May the certificate sign, as a TLS client certificate must (RFC 5280
+ * 4.2.1.3; OpenSSL's ssl_client purpose asks the same)?  0 if it has a
+ * keyUsage without digitalSignature (a CA certificate: keyCertSign,
+ * cRLSign), 1 if it may, -1 if it does not parse.
+ */
+int mtlslb_cert_may_sign(const uint8_t *der, size_t len)
+{
+    struct cert_tbs t;
+    size_t pos = 0, l, vl;
+    const uint8_t *v;
+    uint8_t tag;
+    int rc;
+
+    if (cert_tbs(der, len, &t) < 0 || (rc = cert_ext(der, &t, 0x0f, &v, &vl)) < 0)
+        return -1;
+    if (rc == 0)
+        return 1;                   /* no keyUsage: any use */
+    if (der_hdr(v, vl, &pos, &tag, &l) < 0 || tag != 0x03 || l < 1)
+        return -1;
+    return l >= 2 && (v[pos + 1] & 0x80);                   /* bit 0: digitalSignature */
 }
 
 /* Glob match of bytes: `*` takes any run of bytes but control bytes (so
@@ -2872,6 +2912,10 @@ static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
         return ok;
     if (!tls_chain_own(tls_ctx_of(tr->tl, ssl), st->certs, st->totalCerts)) {
         tr->chain_bad = 1;
+        return 0;
+    }
+    if (mtlslb_cert_may_sign(st->certs[0].buffer, st->certs[0].length) == 0) {
+        tr->no_sign = 1;            /* a CA's certificate, say: not a client's */
         return 0;
     }
     if (tls_peer_keep(tr, st->certs[0].buffer, (int)st->certs[0].length) < 0)
@@ -7655,6 +7699,9 @@ static void conn_handshake(struct conn *c)
     snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
     if (c->tr.chain_bad) {          /* tls_verify_cb: the chain was not the client's own */
         conn_hs_fail(c, R_UNKNOWN_CA, "\"the chain it sent does not lead to the ca\"");
+    } else if (c->tr.no_sign) {
+        conn_hs_fail(c, R_BAD_CERT, "\"its key usage does not allow signing: not a client "
+                     "certificate\"");
     } else if (c->tr.denied) {      /* tls_verify_cb: allow lines */
         (void)conn_name(&c->cn, c->tr.denied_cn);
         conn_denied_log(c, c->ls->cfg->allows, c->ls->cfg->nallows, "");

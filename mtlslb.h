@@ -328,6 +328,11 @@ struct mtlslb_peer {
  * not parse. */
 int mtlslb_cert_peer(const uint8_t *der, size_t len, struct mtlslb_peer *peer);
 
+/* May a DER certificate sign (as a client's must)?  0 if its keyUsage
+ * lacks digitalSignature, 1 if it may (or has no keyUsage), -1 if it does
+ * not parse. */
+int mtlslb_cert_may_sign(const uint8_t *der, size_t len);
+
 /* Does a pattern match a value (bytes, not a C string)?  Exact, or `*`
  * matching any run of bytes but control ones (0x00-0x1f, 0x7f);
  * case-insensitive (ASCII) if icase. */

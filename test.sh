@@ -344,6 +344,10 @@ t_client_certs() {
     check_refused "unrelated CA" "$(cas other-client "https://localhost:$lp/")" "unknown CA"
     check_refused "a certificate for servers only (EKU serverAuth)" \
         "$(cas server "https://localhost:$lp/")" "bad certificate"
+    # RFC 5280 4.2.1.3: a client certificate signs; the CA's own (keyUsage
+    # keyCertSign, cRLSign) chains to the ca but is no client's.
+    check_refused "the CA's own certificate as a client's (keyUsage without digitalSignature)" \
+        "$(cas ca "https://localhost:$lp/")" "bad certificate"
     stop_lb
     stop_backend "$bp"
 }

@@ -5,7 +5,8 @@
  * `*` takes any run of bytes but control ones (0x00-0x1f, 0x7f), anything else matches
  * itself (ASCII letters without case when icase), decided by dynamic
  * programming.  Then the same bytes go
- * to mtlslb_cert_peer() as a DER certificate: 0 or -1, every value it
+ * to mtlslb_cert_may_sign() (-1, 0 or 1) and to mtlslb_cert_peer() as a
+ * DER certificate: 0 or -1, every value it
  * returns lies inside the input, and its fingerprint and serial are the
  * identity decoder's wherever that decodes the input too.
  */
@@ -59,6 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (pl <= 256 && vl <= 256)     /* the model's table: pl x vl */
             CHECK(r == model(pattern, value, vl, icase));
     }
+    i = (size_t)(mtlslb_cert_may_sign(der, size) + 1);
+    CHECK(i <= 2);
     if (mtlslb_cert_peer(der, size, pe) == 0) {
         CHECK(pe->n <= MTLSLB_PEER_VALUES);
         for (i = 0; i < pe->n; i++) {
