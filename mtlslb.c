@@ -6795,12 +6795,16 @@ static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, in
                              int request)
 {
     size_t i;
-    int rc = 0;
+    int rc = 0, cl = 0;
 
     for (i = 0; i < m->nheaders; i++) {
         const struct mtlslb_http_header *h = &m->headers[i];
         if (http_dropped(h->name, h->name_len, upgrade, request) ||
             (m->has_connection && http_conn_listed(m, h->name, h->name_len)))
+            continue;
+        /* Content-Length lines the parser let through agree: one goes on
+         * (RFC 9110 8.6), not a list a server might read otherwise. */
+        if (h->name_len == 14 && http_is(h->name, 14, "content-length") && cl++)
             continue;
         rc |= obuf_add(o, h->name, h->name_len) | obuf_add(o, ": ", 2) |
               obuf_add(o, h->value, h->value_len) | obuf_add(o, "\r\n", 2);

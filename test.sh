@@ -1625,6 +1625,12 @@ t_http_errors() {
     expect "malformed request line" 400 'GET /\r\n\r\n'
     expect "Content-Length with Transfer-Encoding" 400 "POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     expect "differing Content-Lengths" 400 "POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+    out=$(hraw "$lp" "POST /headers HTTP/1.1\r\n${H}Content-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    if [[ $(statuses <<<"$out") == 200 ]] && [ "$(grep -ci '^content-length: 3$' <<<"$out")" = 1 ]; then
+        pass "http: two equal Content-Lengths reach the server as one"
+    else
+        fail "http equal Content-Lengths" "$(tr '\r\n' '||' <<<"$out")"
+    fi
     expect "Content-Length with a sign" 400 "POST / HTTP/1.1\r\n${H}Content-Length: +3\r\n\r\nabc"
     expect "Transfer-Encoding: xchunked" 501 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: xchunked\r\n\r\n"
     expect "chunked twice" 400 "POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"
