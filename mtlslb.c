@@ -881,6 +881,10 @@ static int cfg_sni(struct cfg_parser *p, int argc, char **argv)
             return -1;
         }
         if (strcmp(argv[a], "ca") == 0) {
+            if (s->ca.path) {
+                cfg_error(p, p->line, "sni: ca given twice (one bundle file holds several CAs)");
+                return -1;
+            }
             if (cfg_file(p, &s->ca, argv[a + 1]) < 0)
                 return -1;
         } else if (strcmp(argv[a], "crl") == 0) {

@@ -239,6 +239,15 @@ EOF
     else
         fail "-t good" "$out"
     fi
+    # An sni line takes one ca (a bundle file holds several).
+    base | sed "s|^    ca .*|&\n    sni app.example.com ../pki/app.crt ../pki/app.key ca ../pki/ca.crt ca ../pki/app-ca.crt|" \
+        >"$d/snica2.conf"
+    out=$("$BIN" -t -c "$d/snica2.conf" 2>&1)
+    if [ $? = 1 ] && grep -q "snica2.conf:7: sni: ca given twice" <<<"$out"; then
+        pass "-t: an sni line with two ca options is refused"
+    else
+        fail "-t sni ca twice" "$out"
+    fi
     # bind is numeric; a host name gets an error that says so.
     base | sed "s/bind 127.0.0.1:/bind localhost:/" >"$d/bindname.conf"
     out=$("$BIN" -t -c "$d/bindname.conf" 2>&1)
