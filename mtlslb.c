@@ -6873,7 +6873,10 @@ static int http_client_headers(struct conn *c, const struct mtlslb_identity *id,
 }
 
 /* The request head as the server gets it: the client's headers minus the
- * ones that are ours to set, then the connection's identity block. */
+ * ones that are ours to set, then the connection's identity block.  An
+ * HTTP/1.0 request goes as 1.0 (so no chunked answer comes back to a 1.0
+ * client) with Connection: keep-alive, as HAProxy sends it: the server
+ * connection is kept for reuse whatever the client does with its own. */
 static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, struct obuf *o)
 {
     int rc = obuf_add(o, m->method, m->method_len) | obuf_add(o, " ", 1) |
@@ -6883,6 +6886,8 @@ static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, str
     rc |= http_copy_headers(o, m, c->tx.upgrade, 1);
     if (c->tx.upgrade)
         rc |= obuf_str(o, "Connection: upgrade\r\n");
+    else if (m->version == 10)
+        rc |= obuf_str(o, "Connection: keep-alive\r\n");
     return rc | obuf_add(o, c->xhdrs.p, c->xhdrs.len) | obuf_add(o, "\r\n", 2);
 }
 

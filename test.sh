@@ -1889,6 +1889,16 @@ PY
     else
         fail http-reuse "$ok/6 ok, $c server connections"
     fi
+    # SPEC 5: keep-alive on both sides, for HTTP/1.0 clients too (their
+    # requests go with Connection: keep-alive).
+    : >"$W/ka.ports"
+    for i in $(seq 4); do cget --http1.0 "https://localhost:$lp/" >/dev/null; done
+    c=$(sort -u "$W/ka.ports" | wc -l)
+    if [ "$(wc -l <"$W/ka.ports")" = 4 ] && [ "$c" -lt 4 ]; then
+        pass "http: 4 HTTP/1.0 requests used $c server connection(s)"
+    else
+        fail "http 1.0 reuse" "$(wc -l <"$W/ka.ports") answered, $c server connections"
+    fi
     sleep 1                         # the server closes the pooled connection
     c=$(cget "https://localhost:$lp/")
     [ "$c" = 200 ] && pass "http: a pooled connection the server closed does not fail the next request" ||
