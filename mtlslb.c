@@ -1884,6 +1884,8 @@ struct tls_ctx {
     WOLFSSL_CTX *ctx;
     uint8_t *ca_names;              /* subject Names (DER) of the ca file, one after another */
     size_t ca_names_len;
+    uint8_t *ints;                  /* its intermediate CAs (DER), one after another */
+    size_t ints_len;
     const struct mtlslb_sni *sni;   /* NULL for the default certificate */
     int verify;                     /* wolfSSL verify mode */
     struct tls_crl *crls;
@@ -1914,6 +1916,8 @@ struct tls_resume {
     struct tls_listener *tl;        /* the listener of the handshake */
     unsigned denied : 1;            /* tls_verify_cb refused the certificate (allow) */
     unsigned no_sign : 1;           /* ... (a keyUsage without digitalSignature) */
+    unsigned int_bad : 1;           /* ... (a ca file intermediate a CRL refuses: int_why) */
+    unsigned char int_why;
     unsigned chain_bad : 1;         /* ... or its chain (tls_chain_own) */
     char denied_cn[64];
 };
@@ -2853,6 +2857,72 @@ static void tls_ca_name_add(const uint8_t *der, size_t len, void *arg)
     memcpy(p + x->ca_names_len, sub, sl);
     x->ca_names = p;
     x->ca_names_len += sl;
+    if ((il == sl && memcmp(iss, sub, il) == 0) || !(p = realloc(x->ints, x->ints_len + len)))
+        return;                     /* a root (or no memory: the CRL check below misses it) */
+    memcpy(p + x->ints_len, der, len);
+    x->ints = p;
+    x->ints_len += len;
+}
+
+static int tls_crl_expired(const struct tls_ctx *x, time_t now)
+{
+    size_t i;
+
+    for (i = 0; i < x->ncrls; i++)
+        if (x->crls[i].next_update && x->crls[i].next_update <= now)
+            return 1;
+    return 0;
+}
+
+/* Why wolfSSL_CertManagerCheckCRL refused a certificate, as a full
+ * handshake would log it. */
+static enum tls_reason tls_crl_reason(const struct tls_ctx *x, int rc)
+{
+    return rc == CRL_CERT_REVOKED ? R_REVOKED : tls_crl_expired(x, time(NULL)) ? R_CRL_EXPIRED :
+           R_CRL_MISSING;
+}
+
+/*
+ * The ca file's intermediate CAs above a certificate, by issuer name, each
+ * checked against the CRLs.  wolfSSL (CRL_CHECKALL) checks the CA
+ * certificates a client sends, not those it takes from the ca file: a
+ * client sending only its own certificate would pass a revoked
+ * intermediate.  0, or -1 with *why.
+ */
+static int tls_ints_crl_ok(const struct tls_ctx *x, const uint8_t *der, size_t len,
+                           enum tls_reason *why)
+{
+    int depth, rc;
+
+    for (depth = 0; depth < 8 && x->ncrls; depth++) {
+        const uint8_t *iss, *sub;
+        uint8_t *c = NULL;
+        size_t il, sl, pos = 0, start = 0, l;
+        uint8_t tag;
+        if (cert_names(der, len, &iss, &il, &sub, &sl) < 0)
+            return 0;
+        while (!c && pos < x->ints_len) {
+            const uint8_t *ci, *cs;
+            size_t cil, csl;
+            start = pos;
+            if (der_hdr(x->ints, x->ints_len, &pos, &tag, &l) < 0)
+                return 0;
+            pos += l;
+            if (cert_names(x->ints + start, pos - start, &ci, &cil, &cs, &csl) == 0 &&
+                csl == il && memcmp(cs, iss, il) == 0)
+                c = x->ints + start;
+        }
+        if (!c)
+            return 0;               /* its issuer is a root, or not of the ca file */
+        rc = wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), c, (int)(pos - start));
+        if (rc != WOLFSSL_SUCCESS) {
+            *why = tls_crl_reason(x, rc);
+            return -1;
+        }
+        der = c;
+        len = pos - start;
+    }
+    return 0;
 }
 
 /*
@@ -2921,6 +2991,15 @@ static int tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
     if (mtlslb_cert_may_sign(st->certs[0].buffer, st->certs[0].length) == 0) {
         tr->no_sign = 1;            /* a CA's certificate, say: not a client's */
         return 0;
+    }
+    {
+        enum tls_reason why;
+        if (tls_ints_crl_ok(tls_ctx_of(tr->tl, ssl), st->certs[0].buffer, st->certs[0].length,
+                            &why) < 0) {
+            tr->int_bad = 1;
+            tr->int_why = (unsigned char)why;
+            return 0;
+        }
     }
     if (tls_peer_keep(tr, st->certs[0].buffer, (int)st->certs[0].length) < 0)
         return 0;                   /* memory ran out: refused */
@@ -3409,10 +3488,13 @@ static void tls_ctx_free(struct tls_ctx *t)
         wolfSSL_CTX_free(t->ctx);
     free(t->crls);
     free(t->ca_names);
+    free(t->ints);
     t->ctx = NULL;
     t->crls = NULL;
     t->ca_names = NULL;
     t->ca_names_len = 0;
+    t->ints = NULL;
+    t->ints_len = 0;
 }
 
 static void tls_listener_free(struct tls_listener *t)
@@ -4175,16 +4257,6 @@ static int tls_ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ
     return tk_open(arg, ssl, name, iv, mac, buf, len, outlen);
 }
 
-static int tls_crl_expired(const struct tls_ctx *x, time_t now)
-{
-    size_t i;
-
-    for (i = 0; i < x->ncrls; i++)
-        if (x->crls[i].next_update && x->crls[i].next_update <= now)
-            return 1;
-    return 0;
-}
-
 /* Is a remembered certificate still good for a resumed session under this
  * context: not expired, not revoked by the CRL in force now, and that CRL
  * current?  why: as a full handshake would log it. */
@@ -4199,11 +4271,11 @@ static int tk_cert_check(const struct tls_ctx *x, const struct tk_cert *e, enum 
     if (!x->ncrls)
         return 0;
     rc = wolfSSL_CertManagerCheckCRL(wolfSSL_CTX_GetCertManager(x->ctx), e->der, (long)e->len);
-    if (rc == WOLFSSL_SUCCESS)
-        return 0;
-    *why = rc == CRL_CERT_REVOKED ? R_REVOKED : tls_crl_expired(x, now) ? R_CRL_EXPIRED :
-           R_CRL_MISSING;
-    return -1;
+    if (rc != WOLFSSL_SUCCESS) {
+        *why = tls_crl_reason(x, rc);
+        return -1;
+    }
+    return tls_ints_crl_ok(x, e->der, e->len, why);
 }
 
 /* Why a handshake failed, from wolfSSL's error and what we know of the CRLs. */
@@ -7712,6 +7784,8 @@ static void conn_handshake(struct conn *c)
     snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
     if (c->tr.chain_bad) {          /* tls_verify_cb: the chain was not the client's own */
         conn_hs_fail(c, R_UNKNOWN_CA, "\"the chain it sent does not lead to the ca\"");
+    } else if (c->tr.int_bad) {
+        conn_hs_fail(c, (enum tls_reason)c->tr.int_why, "\"an intermediate CA of the ca file\"");
     } else if (c->tr.no_sign) {
         conn_hs_fail(c, R_BAD_CERT, "\"its key usage does not allow signing: not a client "
                      "certificate\"");
