@@ -54,6 +54,9 @@
 #include <sys/uio.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -9484,7 +9487,7 @@ struct master {
  * parent, 1 (or -1 if fork failed). */
 static int master_fork(struct master *M, volatile struct shm *m, unsigned w)
 {
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     struct sigaction sa;
     int i;
 
@@ -9504,6 +9507,45 @@ static int master_fork(struct master *M, volatile struct shm *m, unsigned w)
         if (i != SIGKILL && i != SIGSTOP)
             sigaction(i, &sa, NULL);
     sigprocmask(SIG_SETMASK, &M->oldmask, NULL);
+#ifdef PR_SET_PDEATHSIG
+    /* The first process gone (SIGKILL, a crash): stop as on SIGTERM, not
+     * serve on as an orphan beside a new instance. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 && getppid() != parent)
+        kill(getpid(), SIGTERM);
+#else
+    (void)parent;
+#endif
+    return 0;
+}
+
+/*
+ * Can every address be had?  Workers bind with SO_REUSEPORT, which lets a
+ * second instance of the same user bind beside the first and take half its
+ * clients; a probe without it fails where anything holds the address, so
+ * a second instance stops here (exit 2), as a single process would.
+ */
+static int master_probe(const struct mtlslb_config *c)
+{
+    size_t i, j;
+
+    for (i = 0; i <= c->nlisteners; i++) {
+        const struct mtlslb_listener *l = i < c->nlisteners ? &c->listeners[i] : NULL;
+        size_t n = l ? l->nbinds : c->global.stats.addrlen > 0;
+        for (j = 0; j < n; j++) {
+            const struct mtlslb_bind *b = l ? &l->binds[j] : &c->global.stats;
+            int fd = main_bind(b);
+            if (fd < 0) {
+                if (l)
+                    log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", l->name, b->text,
+                            strerror(errno));
+                else
+                    log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", b->text,
+                            strerror(errno));
+                return -1;
+            }
+            close(fd);
+        }
+    }
     return 0;
 }
 
@@ -9546,6 +9588,8 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
     log_msg(MTLSLB_LOG_ERROR, "workers: this system has no SO_REUSEPORT");
     return 1001;
 #endif
+    if (master_probe((*gp)->cfg) < 0)
+        return 1002;
     memset(&M, 0, sizeof M);
     M.n = (*gp)->cfg->global.workers;
     m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -2977,6 +2977,16 @@ print(len(w), " ".join("%d" % (100 * x // max(sum(w), 1)) for x in w),
     else
         fail "workers signals" "reloads=$c children=$(pgrep -P "$LB_PID" | tr '\n' ' ')"
     fi
+    # SPEC 2: a second instance on the same addresses cannot bind (exit 2),
+    # although the workers' sockets have SO_REUSEPORT.
+    timeout 10 "$BIN" -c "$W/workers.conf" 2>"$W/second.log"
+    c=$?
+    if [ "$c" = 2 ] && grep -q "cannot bind 127.0.0.1:$lp: Address already in use" "$W/second.log" &&
+       [ "$(cget "https://localhost:$lp/")" = 200 ]; then
+        pass "workers 2: a second instance on the same address exits 2 (cannot bind); the first serves on"
+    else
+        fail "workers second instance" "exit $c: $(head -3 "$W/second.log")"
+    fi
     pids=$(pgrep -P "$LB_PID" | tr '\n' ' ')
     stop_lb
     sleep 0.2
@@ -2985,6 +2995,24 @@ print(len(w), " ".join("%d" % (100 * x // max(sum(w), 1)) for x in w),
         pass "workers 2: SIGTERM stops every worker, then the first process (exit 0)"
     else
         fail "workers stop" "rc=$LB_RC, $c workers left"
+    fi
+    # The first process killed outright: its workers stop too (as on
+    # SIGTERM), rather than serve on as orphans beside a new instance.
+    start_lb "$W/workers.conf" || { fail workers-orphans "no mtlslb"; return; }
+    pids=$(pgrep -P "$LB_PID" | tr '\n' ' ')
+    kill -KILL "$LB_PID"
+    wait "$LB_PID" 2>/dev/null
+    LB_PID=
+    for i in $(seq 50); do
+        c=0; for p in $pids; do kill -0 "$p" 2>/dev/null && c=$((c + 1)); done
+        [ "$c" = 0 ] && break
+        sleep 0.1
+    done
+    if [ "$(wc -w <<<"$pids")" = 2 ] && [ "$c" = 0 ] && [ "$(cget "https://localhost:$lp/")" = 000 ]; then
+        pass "workers 2: the first process killed (SIGKILL), its workers stop as on SIGTERM"
+    else
+        fail "workers orphans" "$c of '$pids' still running"
+        for p in $pids; do kill -KILL "$p" 2>/dev/null; done
     fi
     stop_backend "$b1"
     stop_backend "$b2"
