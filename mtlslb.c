@@ -8115,7 +8115,11 @@ static void conn_accept(struct mtlslb *S, struct lst_fd *lf)
  * runs the health checks and writes the server states; the others take
  * them.  Readers may see a figure a round old, never a torn one on 64-bit
  * machines (on 32-bit ones a counter read mid-write is off for one read).
+ * When a worker dies, the first process moves its totals to the column
+ * SHM_GONE before starting it again, so sums never go back; a worker 0
+ * started again takes the server states from the shared ones.
  */
+#define SHM_GONE MTLSLB_MAX_WORKERS        /* the totals of workers that died */
 #define SHM_LSTS 64
 #define SHM_SRVS 512
 #define SHM_NAME 160
@@ -8142,8 +8146,8 @@ struct shm {
     uint64_t active[MTLSLB_MAX_WORKERS], conns[MTLSLB_MAX_WORKERS];
     char lst_name[SHM_LSTS][SHM_NAME];
     char srv_name[SHM_SRVS][SHM_NAME];
-    struct shm_lst lst[SHM_LSTS][MTLSLB_MAX_WORKERS];
-    struct shm_srv srv[SHM_SRVS][MTLSLB_MAX_WORKERS];
+    struct shm_lst lst[SHM_LSTS][MTLSLB_MAX_WORKERS + 1];   /* [SHM_GONE]: see above */
+    struct shm_srv srv[SHM_SRVS][MTLSLB_MAX_WORKERS + 1];
     struct shm_health health[SHM_SRVS];
 };
 
@@ -8181,7 +8185,34 @@ static void shm_assign(volatile struct shm *m, const struct mtlslb_config *cfg)
         }
 }
 
-/* A worker: find the places of a generation's listeners and servers. */
+/* The first process, worker w dead: its totals go to the column SHM_GONE
+ * and its own column starts again from nothing. */
+static void shm_retire(volatile struct shm *m, unsigned w)
+{
+    unsigned i, k;
+
+    for (i = 0; i < m->nlsts; i++) {
+        volatile struct shm_lst *g = &m->lst[i][SHM_GONE], *x = &m->lst[i][w];
+        g->total += x->total;
+        for (k = 0; k < R_COUNT; k++)
+            g->hs_fail[k] += x->hs_fail[k];
+        memset((void *)x, 0, sizeof *x);
+    }
+    for (i = 0; i < m->nsrvs; i++) {
+        volatile struct shm_srv *g = &m->srv[i][SHM_GONE], *x = &m->srv[i][w];
+        g->total += x->total;
+        g->fails += x->fails;
+        g->bytes_in += x->bytes_in;
+        g->bytes_out += x->bytes_out;
+        memset((void *)x, 0, sizeof *x);
+    }
+    m->active[w] = 0;
+    m->conns[w] = 0;
+}
+
+/* A worker: find the places of a generation's listeners and servers.
+ * Worker 0, the checker, takes the shared server states: started again
+ * after a crash it goes on from them, not from "up". */
 static void shm_bind(struct mtlslb *S, struct gen *g)
 {
     char key[SHM_NAME];
@@ -8192,8 +8223,17 @@ static void shm_bind(struct mtlslb *S, struct gen *g)
     for (i = 0; i < g->nups; i++)
         for (j = 0; j < g->ups[i].n; j++) {
             struct up_server *s = &g->ups[i].srv[j];
+            volatile struct shm_health *h;
             shm_srv_key(key, s->be->name, s->cfg);
             s->slot = S->shm ? shm_find(S->shm->srv_name, S->shm->nsrvs, key) : -1;
+            if (s->slot < 0 || worker_index != 0 || s->be->check == MTLSLB_CHECK_NONE ||
+                !(h = &S->shm->health[s->slot])->valid)
+                continue;
+            s->up = h->up;
+            memcpy(s->hc.last, (const char *)h->last, sizeof s->hc.last);
+            s->hc.last[sizeof s->hc.last - 1] = 0;
+            s->hc.last_time = h->last_time;
+            s->hc.last_ms = h->last_ms;
         }
 }
 
@@ -8259,8 +8299,8 @@ static void stats_lst(struct mtlslb *S, const struct lst *l, struct shm_lst *f)
     if (!S->shm || l->slot < 0)
         return;
     memset(f, 0, sizeof *f);
-    for (w = 0; w < S->shm->nworkers; w++) {
-        volatile struct shm_lst *x = &S->shm->lst[l->slot][w];
+    for (w = 0; w <= S->shm->nworkers; w++) {
+        volatile struct shm_lst *x = &S->shm->lst[l->slot][w < S->shm->nworkers ? w : SHM_GONE];
         f->active += x->active;
         f->total += x->total;
         for (k = 0; k < R_COUNT; k++)
@@ -8280,8 +8320,8 @@ static void stats_srv(struct mtlslb *S, const struct up_server *s, struct shm_sr
     if (!S->shm || s->slot < 0)
         return;
     memset(f, 0, sizeof *f);
-    for (w = 0; w < S->shm->nworkers; w++) {
-        volatile struct shm_srv *x = &S->shm->srv[s->slot][w];
+    for (w = 0; w <= S->shm->nworkers; w++) {
+        volatile struct shm_srv *x = &S->shm->srv[s->slot][w < S->shm->nworkers ? w : SHM_GONE];
         f->active += x->active;
         f->total += x->total;
         f->fails += x->fails;
@@ -9684,6 +9724,7 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
                 m->pid[w] = 0;
                 if (stopping)
                     break;
+                shm_retire(m, w);
                 log_msg(MTLSLB_LOG_ERROR, "worker %u (pid %ld) %s %d; starting it again", w,
                         (long)pid, WIFSIGNALED(st) ? "killed by signal" : "exited with status",
                         WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));

@@ -2965,18 +2965,36 @@ print(len(w), " ".join("%d" % (100 * x // max(sum(w), 1)) for x in w),
     kill -HUP "$LB_PID"
     sleep 1
     c=$(grep -c "reload: configuration of .* in use" "$LB_LOG")
-    p=${pids%% *}
+    # Worker 0 (the checker) killed while server b is down: the new one goes
+    # on from the shared states (no second DOWN), and /stats sums do not go
+    # back (the dead worker's totals are kept).
+    stop_backend "$b2"
+    wait_log "server b DOWN" 5 >/dev/null
+    sleep 0.5
+    local down0 total0 total1
+    down0=$(grep -c "server b DOWN" "$LB_LOG")
+    total0=$(curl -s "http://127.0.0.1:$sp/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listeners"][0]["total"])')
+    p=$(curl -s "http://127.0.0.1:$sp/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["workers"][0]["pid"])')
     kill -KILL "$p"
     for i in $(seq 40); do
         [ "$(pgrep -P "$LB_PID" | wc -l)" = 2 ] && [ -z "$(pgrep -P "$LB_PID" | grep -x "$p")" ] && break
         sleep 0.1
     done
-    if [ "$c" = 2 ] && grep -q "worker [01] (pid $p) killed by signal 9; starting it again" "$LB_LOG" &&
+    sleep 1.5                       # five check intervals
+    total1=$(curl -s "http://127.0.0.1:$sp/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listeners"][0]["total"])')
+    if [ "$c" = 2 ] && grep -q "worker 0 (pid $p) killed by signal 9; starting it again" "$LB_LOG" &&
        [ "$(pgrep -P "$LB_PID" | wc -l)" = 2 ] && [ "$(cget "https://localhost:$lp/")" = 200 ]; then
         pass "workers 2: SIGHUP reloads both; a killed worker is started again and serves"
     else
         fail "workers signals" "reloads=$c children=$(pgrep -P "$LB_PID" | tr '\n' ' ')"
     fi
+    if [ "$(grep -c "server b DOWN" "$LB_LOG")" = "$down0" ] && [ "$total1" -ge "$total0" ] &&
+       curl -s "http://127.0.0.1:$sp/stats" | grep -q '"name":"b","address":"[^"]*","state":"down"'; then
+        pass "workers 2: worker 0 started again keeps the server states (no second DOWN) and /stats totals ($total0 -> $total1)"
+    else
+        fail "workers restart state" "DOWN lines $down0 -> $(grep -c "server b DOWN" "$LB_LOG"), total $total0 -> $total1"
+    fi
+    start_backend http "$b2" web2
     # SPEC 2: a second instance on the same addresses cannot bind (exit 2),
     # although the workers' sockets have SO_REUSEPORT.
     timeout 10 "$BIN" -c "$W/workers.conf" 2>"$W/second.log"
