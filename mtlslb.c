@@ -1898,6 +1898,7 @@ struct tls_ctx {
 
 struct tls_listener {
     const struct mtlslb_listener *cfg;
+    const char *file;               /* the configuration's, for CRL reload errors */
     struct tls_ctx def;
     struct tls_ctx *sni;
     size_t nsni;
@@ -3539,6 +3540,7 @@ static int tls_listener_build(struct tls_listener *t, const struct mtlslb_listen
 
     memset(t, 0, sizeof *t);
     t->cfg = l;
+    t->file = r->file;
     t->serial = ++serials;
     if (tls_ctx_make(r, t, &t->def) < 0)
         rc = -1;
@@ -3576,7 +3578,7 @@ static void tls_ctx_reload(struct tls_listener *t, struct tls_ctx *x)
     n.sni = x->sni;
     r.fn = tls_log_report;
     r.arg = "CRL reload: ";
-    r.file = "(CRL watch)";
+    r.file = t->file;
     /*
      * A failure (a CRL half written, a certificate renewed before its key)
      * is tried again at every watch until it loads: a new CRL must not be

@@ -2617,8 +2617,9 @@ t_crl_rotation() {
     start_lb "$W/rot.conf" || { fail crl-rotation "no mtlslb"; return; }
     head -c 200 "$PKI/ca.crl" >"$W/rot.crl.new" && mv "$W/rot.crl.new" "$W/rot.crl"
     if wait_log "the new CRL was not loaded; the previous one stays in use" 15 >/dev/null &&
+       grep -q "CRL reload: $W/rot.conf:[0-9]*: cannot load CRL $W/rot.crl" "$LB_LOG" &&
        [ "$(cget "https://localhost:$lp/")" = 200 ]; then
-        pass "a truncated CRL file is rejected (logged) and the old CRL stays"
+        pass "a truncated CRL file is rejected (logged with FILE:LINE) and the old CRL stays"
     else
         fail "truncated CRL" "$(grep -i crl "$LB_LOG" | tail -2)"
     fi
