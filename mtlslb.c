@@ -9822,6 +9822,7 @@ int main(int argc, char **argv)
             wolfSSL_Cleanup();
             return rc - 1000;
         }
+        rc = 2;                     /* a worker: a start that fails is exit 2, as alone */
     }
     S.gen = g;
     S.now = S.started = now_ms();
