@@ -9704,6 +9704,9 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
             struct gen *g;
             master_sig[SIGHUP] = 0;
             if (!stopping && (g = gen_build(S->file, main_reload_report, NULL)) != NULL) {
+                if (g->cfg->global.workers != M.n)
+                    log_msg(MTLSLB_LOG_WARN, "reload: workers %u is for the next start; %u "
+                            "workers go on", g->cfg->global.workers, M.n);
                 shm_assign(m, g->cfg);      /* before the workers look the names up */
                 gen_free(S->loop, *gp);
                 *gp = g;

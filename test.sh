@@ -3018,6 +3018,15 @@ print(len(w), " ".join("%d" % (100 * x // max(sum(w), 1)) for x in w),
     # The first process killed outright: its workers stop too (as on
     # SIGTERM), rather than serve on as orphans beside a new instance.
     start_lb "$W/workers.conf" || { fail workers-orphans "no mtlslb"; return; }
+    # A new workers count is for the next start, and the reload says so.
+    sed -i 's/^    workers 2$/    workers 3/' "$W/workers.conf"
+    kill -HUP "$LB_PID"
+    if wait_log "reload: workers 3 is for the next start; 2 workers go on" 5 >/dev/null &&
+       [ "$(pgrep -P "$LB_PID" | wc -l)" = 2 ]; then
+        pass "workers: a reload that changes workers says it is for the next start"
+    else
+        fail "workers count reload" "$(grep reload "$LB_LOG" | tail -2)"
+    fi
     pids=$(pgrep -P "$LB_PID" | tr '\n' ' ')
     kill -KILL "$LB_PID"
     wait "$LB_PID" 2>/dev/null
