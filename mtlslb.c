@@ -8145,6 +8145,8 @@ struct shm {
     unsigned nworkers;
     unsigned nlsts, nsrvs;
     pid_t pid[MTLSLB_MAX_WORKERS];
+    unsigned reload_seq;            /* the first process's SIGHUPs, counted */
+    unsigned reload_ok[MTLSLB_MAX_WORKERS];     /* the last a worker took up */
     uint64_t active[MTLSLB_MAX_WORKERS], conns[MTLSLB_MAX_WORKERS];
     char lst_name[SHM_LSTS][SHM_NAME];
     char srv_name[SHM_SRVS][SHM_NAME];
@@ -9442,6 +9444,8 @@ static void main_reload(struct mtlslb *S)
     gen_retire(S, old);
     gen_start(S, g);
     conn_accepting(S);
+    if (S->shm)                     /* workers: tell the first process it took */
+        S->shm->reload_ok[worker_index] = S->shm->reload_seq;
     log_msg(MTLSLB_LOG_INFO, "reload: configuration of %s in use (%zu listener%s, %zu backend%s); "
             "%u connection%s go on with the previous one", S->file, g->nls, g->nls == 1 ? "" : "s",
             g->nups, g->nups == 1 ? "" : "s", S->active, S->active == 1 ? "" : "s");
@@ -9523,7 +9527,34 @@ struct master {
     time_t born[MTLSLB_MAX_WORKERS];
     unsigned n;
     sigset_t oldmask;
+    struct gen *pending;            /* read on the last SIGHUP; workers may refuse it */
 };
+
+/*
+ * Which configuration does a worker started again get?  The one the
+ * workers run: the last SIGHUP's if a worker took it up (reload_ok),
+ * else the one before (the workers refused it: a key unreadable as
+ * `user`, an address taken), as the first process reads files as root
+ * and binds nothing.
+ */
+static void master_settle(struct master *M, volatile struct shm *m, struct gen **gp,
+                          struct loop *L)
+{
+    unsigned w;
+
+    if (!M->pending)
+        return;
+    for (w = 0; w < M->n; w++)
+        if (M->pid[w] > 0 && m->reload_ok[w] == m->reload_seq)
+            break;
+    if (w < M->n) {
+        gen_free(L, *gp);
+        *gp = M->pending;
+    } else {
+        gen_free(L, M->pending);
+    }
+    M->pending = NULL;
+}
 
 /* Fork worker w.  In the child, returns 0 with worker_index set; in the
  * parent, 1 (or -1 if fork failed). */
@@ -9703,16 +9734,18 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
         if (master_sig[SIGHUP]) {
             struct gen *g;
             master_sig[SIGHUP] = 0;
+            master_settle(&M, m, gp, S->loop);
             if (!stopping && (g = gen_build(S->file, main_reload_report, NULL)) != NULL) {
                 if (g->cfg->global.workers != M.n)
                     log_msg(MTLSLB_LOG_WARN, "reload: workers %u is for the next start; %u "
                             "workers go on", g->cfg->global.workers, M.n);
                 shm_assign(m, g->cfg);      /* before the workers look the names up */
-                gen_free(S->loop, *gp);
-                *gp = g;
+                M.pending = g;
             }
-            if (!stopping)
+            if (!stopping) {
+                m->reload_seq++;
                 master_tell(&M, SIGHUP, 0);
+            }
         }
         if (master_sig[SIGUSR1]) {
             master_sig[SIGUSR1] = 0;
@@ -9735,6 +9768,8 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
                         WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
                 if (time(NULL) - M.born[w] < 1)
                     sleep(1);               /* a worker that cannot run: not in a tight loop */
+                master_settle(&M, m, gp, S->loop);
+                m->reload_ok[w] = m->reload_seq;    /* it starts with what the others run */
                 if (master_fork(&M, m, w) == 0) {
                     *ready_fd = -1;
                     return 0;
@@ -9743,6 +9778,7 @@ static int master_run(struct mtlslb *S, struct gen **gp, int *ready_fd)
             }
         if (stopping && master_alive(&M) == 0) {
             log_msg(MTLSLB_LOG_INFO, "stopped (all workers)");
+            master_settle(&M, m, gp, S->loop);
             return 1000;
         }
     }

@@ -3042,6 +3042,30 @@ print(len(w), " ".join("%d" % (100 * x // max(sum(w), 1)) for x in w),
         fail "workers orphans" "$c of '$pids' still running"
         for p in $pids; do kill -KILL "$p" 2>/dev/null; done
     fi
+    # A reload the workers refuse (a new listener's address is taken for
+    # 3 s) is not what a worker started again runs.
+    local xp hold
+    newport xp
+    sed -i 's/^    workers 3$/    workers 2/' "$W/workers.conf"
+    start_lb "$W/workers.conf" || { fail workers-refused "no mtlslb"; return; }
+    python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(3)' "$xp" &
+    hold=$!
+    sleep 0.3
+    printf 'listener extra\n    bind 127.0.0.1:%s\n    cert %s %s\n    default-backend web\n' \
+        "$xp" "$PKI/server.crt" "$PKI/server.key" >>"$W/workers.conf"
+    kill -HUP "$LB_PID"
+    wait_log "reload failed" 5 >/dev/null
+    kill -KILL "$(pgrep -P "$LB_PID" | head -1)"
+    wait "$hold" 2>/dev/null
+    sleep 1.5
+    c="$(cget "https://localhost:$xp/") $(cget "https://localhost:$lp/")"
+    if [ "$c" = "000 200" ] && ! grep -q "exited with status" "$LB_LOG"; then
+        pass "workers 2: a worker started again after a reload the workers refused runs what they run"
+    else
+        fail "workers refused reload" "extra listener, old one: $c; $(grep -m1 'exited with status' "$LB_LOG")"
+    fi
+    stop_lb
     stop_backend "$b1"
     stop_backend "$b2"
 }
