@@ -8946,8 +8946,13 @@ static void loop_timer(struct mtlslb *S, struct timer *t)
         timer_set(S->loop, t, S->now + 10000);
         break;
     case TM_GRACE:
-        while (S->conns)
-            conn_close(S->conns, "stopped (grace period over)");
+        while (S->conns) {
+            struct conn *c = S->conns;
+            if (c->st == CONN_HANDSHAKE)        /* logged and counted as a timed-out one */
+                conn_hs_fail(c, R_TIMEOUT, "\"stopped (grace period over)\"");
+            else
+                conn_close(c, "stopped (grace period over)");
+        }
         break;
     case TM_POOL:
         pool_drop(S, (struct pconn *)(void *)((char *)t - offsetof(struct pconn, tm)));

@@ -898,6 +898,21 @@ t_sigterm_status() {
         fail "bind failure" "rc=$rc $(cat "$W/lb.bind.log")"
     "$BIN" -c "$W/nonexistent.conf" 2>"$W/lb.missing.log"; rc=$?
     [ $rc = 1 ] && pass "a missing configuration: exit status 1" || fail "missing config" "rc=$rc"
+    # A handshake still open when grace ends is logged and counted as one
+    # that timed out.
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" |
+        sed 's/^    grace .*/    grace 500ms/; s/^    timeout handshake .*/    timeout handshake 10s/' >"$W/st3.conf"
+    start_lb "$W/st3.conf" || { fail grace-handshake "no mtlslb"; return; }
+    exec 7<>"/dev/tcp/127.0.0.1/$lp"
+    sleep 0.3
+    stop_lb
+    exec 7<&-
+    if [ "$LB_RC" = 0 ] &&
+       grep -q 'handshake failed .*reason="handshake timeout" detail="stopped (grace period over)"' "$LB_LOG"; then
+        pass "SIGTERM: a handshake still open at the end of grace is logged (handshake timeout)"
+    else
+        fail "grace handshake" "rc=$LB_RC; $(tail -2 "$LB_LOG")"
+    fi
 }
 
 t_build() {
