@@ -3311,6 +3311,31 @@ static int tls_key_matches(const char *cert, const char *key)
     return same;
 }
 
+static void tls_cert_first_end(const uint8_t *der, size_t len, void *arg)
+{
+    time_t *end = arg;
+    struct cert_tbs t;
+
+    if (!*end && cert_tbs(der, len, &t) == 0 && cert_not_after(&t, end) < 0)
+        *end = 0;
+}
+
+/* A server certificate that has expired, or will within 14 days: loaded
+ * (the operator may be replacing it), but said at -t, start and reload. */
+static void tls_cert_warn(const struct report *r, const struct mtlslb_file *cert)
+{
+    time_t end = 0, now = time(NULL);
+    char when[64];
+
+    if (pem_each(cert->path, "CERTIFICATE", tls_cert_first_end, &end) <= 0 || !end ||
+        end > now + 14 * 86400)
+        return;
+    tls_fmt_time(end, when, sizeof when);
+    log_msg(MTLSLB_LOG_WARN, "%s:%d: certificate %s %s %s%s", r->file, cert->line, cert->path,
+            end <= now ? "expired at" : "expires at", when,
+            end <= now ? ": clients will refuse it" : "; renew it");
+}
+
 struct crl_load {
     WOLFSSL_CTX *ctx;
     int bad;
@@ -3422,6 +3447,8 @@ static int tls_ctx_build(struct report *r, struct tls_ctx *t, const struct mtlsl
                !tls_key_matches(cert->path, key->path)) {
         report_at(r, key->line, "key %s does not match certificate %s", key->path, cert->path);
         bad = 1;
+    } else {
+        tls_cert_warn(r, cert);
     }
     if (ca && ca->path) {
         if (tls_readable(r, ca, "ca") < 0) {

@@ -239,6 +239,16 @@ EOF
     else
         fail "-t good" "$out"
     fi
+    # An expired server certificate loads (it may be being replaced) but -t
+    # says so.
+    base "../pki/expired.crt ../pki/expired.key" >"$d/expcert.conf"
+    out=$("$BIN" -t -c "$d/expcert.conf" 2>&1)
+    if [ $? = 0 ] && grep -q "expcert.conf:5: certificate .*/expired.crt expired at 2021-01-01" <<<"$out" &&
+       grep -q "^configuration OK$" <<<"$out"; then
+        pass "-t: an expired server certificate is warned about (FILE:LINE), the configuration still OK"
+    else
+        fail "-t expired cert" "$out"
+    fi
     # An sni line takes one ca (a bundle file holds several).
     base | sed "s|^    ca .*|&\n    sni app.example.com ../pki/app.crt ../pki/app.key ca ../pki/ca.crt ca ../pki/app-ca.crt|" \
         >"$d/snica2.conf"
