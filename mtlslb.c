@@ -2366,20 +2366,20 @@ static int id_name(const uint8_t *d, size_t len, struct id_out *o, char *cn, siz
         pos += l;
     }
     while (nrdn-- > 0) {
-        size_t p = rdn[nrdn], start, end, n = 0, k, i;
+        size_t p = rdn[nrdn], end, ava[16], n = 0, k;
         if (der_hdr(d, len, &p, &tag, &l) < 0)
             return -1;
-        start = p;
-        end = p + l;
-        for (; p < end; p += l, n++)                /* count its AVAs */
+        for (end = p + l; p < end; p += l) {       /* its AVAs, printed last first */
+            if (n == 16)
+                return -1;
+            ava[n++] = p;
             if (der_hdr(d, end, &p, &tag, &l) < 0)
                 return -1;
+        }
         for (k = n; k-- > 0;) {
-            for (p = start, i = 0; i < k; i++, p += l)
-                der_hdr(d, end, &p, &tag, &l);      /* checked above */
             if (o->len)
                 id_put(o, k == n - 1 ? "," : "+", 1);
-            if (id_ava(d, end, &p, o, cn, cncap) < 0)
+            if (id_ava(d, end, &ava[k], o, cn, cncap) < 0)
                 return -1;
         }
     }
@@ -5405,6 +5405,8 @@ static void conn_alert_no_cert(struct conn *c)
         c->cli.rd.alerted = 1;
 }
 
+/* A refused handshake: counted, logged with its reason and (NULL: none) a
+ * detail, which the line quotes, and closed. */
 static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
 {
     const char *sni = c->cli.ssl ? wolfSSL_get_servername(c->cli.ssl, WOLFSSL_SNI_HOST_NAME) : NULL;
@@ -5421,9 +5423,9 @@ static void conn_hs_fail(struct conn *c, enum tls_reason r, const char *detail)
             l->hs_fail[r]++;
     }
     conn_linger(c);
-    log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s",
+    log_msg(MTLSLB_LOG_INFO, "handshake failed %s listener=%s sni=%s reason=\"%s\"%s%s%s",
             c->peer, c->ls->cfg->name, log_word(word, sizeof word, c->sni), tls_reason_names[r],
-            detail ? " detail=" : "", detail ? detail : "");
+            detail ? " detail=\"" : "", detail ? detail : "", detail ? "\"" : "");
     conn_close(c, tls_reason_names[r]);
 }
 
@@ -5572,11 +5574,12 @@ static void http_server_gone(struct conn *c, const char *why);
 static int side_fail(struct conn *c, struct side *s, enum io_status st, int err, int writing)
 {
     char why[200], tmp[120];
+    /* wolfSSL's codes are negative, errno (up_tls_send too) not */
+    const char *what = s->ssl && err < 0 ? tls_err_text(err, tmp, sizeof tmp) : strerror(err);
 
     (void)st;
     if (c->http && s == &c->srv && c->st == CONN_HTTP) {
-        snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read",
-                 s->ssl && err < 0 ? tls_err_text(err, tmp, sizeof tmp) : strerror(err));
+        snprintf(why, sizeof why, "%s error: %s", writing ? "write" : "read", what);
         /* A server may answer before it has read the whole request (a 413
          * for a body it will not take) and close: the write fails, but
          * the answer waits to be read (or is on its way to the client).
@@ -5597,12 +5600,7 @@ static int side_fail(struct conn *c, struct side *s, enum io_status st, int err,
         http_server_gone(c, why);
         return -1;
     }
-    if (s->ssl && err < 0)          /* wolfSSL's codes are negative, errno (up_tls_send) not */
-        snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
-                 writing ? "write" : "read", tls_err_text(err, tmp, sizeof tmp));
-    else
-        snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s),
-                 writing ? "write" : "read", strerror(err));
+    snprintf(why, sizeof why, "%s %s error: %s", side_name(c, s), writing ? "write" : "read", what);
     conn_close(c, why);
     return -1;
 }
@@ -7743,8 +7741,7 @@ static void conn_handshake_done(struct conn *c)
 
     why = tls_resume_problem(&c->ls->tls, c->cli.ssl, &c->tr, c->has_cert);
     if (why) {
-        snprintf(sni, sizeof sni, "\"%s\"", why);     /* detail= is quoted */
-        conn_hs_fail(c, R_SESSION, sni);
+        conn_hs_fail(c, R_SESSION, why);
         return;
     }
     if (l->sni_strict && (!c->sni[0] || !tls_sni_find(&c->ls->tls, c->sni))) {
@@ -7797,8 +7794,8 @@ static void conn_handshake(struct conn *c)
         int id = conn_identity(c, &why);
         conn_spare_take(S);
         if (id < 0)
-            conn_hs_fail(c, why, why == R_BAD_CERT ? "\"the client certificate does not decode\""
-                         : "\"resumed session\"");
+            conn_hs_fail(c, why, why == R_BAD_CERT ? "the client certificate does not decode"
+                         : "resumed session");
         else
             conn_handshake_done(c);
         return;
@@ -7813,14 +7810,14 @@ static void conn_handshake(struct conn *c)
         loop_events(S->loop, &c->cli.pl, POLLOUT);
         return;
     }
-    snprintf(detail, sizeof detail, "\"%s (%d)\"", tls_err_text(err, tmp, sizeof tmp), err);
+    snprintf(detail, sizeof detail, "%s (%d)", tls_err_text(err, tmp, sizeof tmp), err);
     if (c->tr.chain_bad) {          /* tls_verify_cb: the chain was not the client's own */
-        conn_hs_fail(c, R_UNKNOWN_CA, "\"the chain it sent does not lead to the ca\"");
+        conn_hs_fail(c, R_UNKNOWN_CA, "the chain it sent does not lead to the ca");
     } else if (c->tr.int_bad) {
-        conn_hs_fail(c, (enum tls_reason)c->tr.int_why, "\"an intermediate CA of the ca file\"");
+        conn_hs_fail(c, (enum tls_reason)c->tr.int_why, "an intermediate CA of the ca file");
     } else if (c->tr.no_sign) {
-        conn_hs_fail(c, R_BAD_CERT, "\"its key usage does not allow signing: not a client "
-                     "certificate\"");
+        conn_hs_fail(c, R_BAD_CERT, "its key usage does not allow signing: not a client "
+                     "certificate");
     } else if (c->tr.denied) {      /* tls_verify_cb: allow lines */
         (void)conn_name(&c->cn, c->tr.denied_cn);
         conn_denied_log(c, c->ls->cfg->allows, c->ls->cfg->nallows, "");
@@ -8216,6 +8213,16 @@ static void shm_assign(volatile struct shm *m, const struct mtlslb_config *cfg)
         }
 }
 
+/* A server's state as the checker (worker 0) published it. */
+static void shm_health_take(struct up_server *s, volatile const struct shm_health *h)
+{
+    s->up = h->up;
+    memcpy(s->hc.last, (const char *)h->last, sizeof s->hc.last);
+    s->hc.last[sizeof s->hc.last - 1] = 0;
+    s->hc.last_time = h->last_time;
+    s->hc.last_ms = h->last_ms;
+}
+
 /* The first process, worker w dead: its totals go to the column SHM_GONE
  * and its own column starts again from nothing. */
 static void shm_retire(volatile struct shm *m, unsigned w)
@@ -8257,14 +8264,9 @@ static void shm_bind(struct mtlslb *S, struct gen *g)
             volatile struct shm_health *h;
             shm_srv_key(key, s->be->name, s->cfg);
             s->slot = S->shm ? shm_find(S->shm->srv_name, S->shm->nsrvs, key) : -1;
-            if (s->slot < 0 || worker_index != 0 || s->be->check == MTLSLB_CHECK_NONE ||
-                !(h = &S->shm->health[s->slot])->valid)
-                continue;
-            s->up = h->up;
-            memcpy(s->hc.last, (const char *)h->last, sizeof s->hc.last);
-            s->hc.last[sizeof s->hc.last - 1] = 0;
-            s->hc.last_time = h->last_time;
-            s->hc.last_ms = h->last_ms;
+            if (s->slot >= 0 && worker_index == 0 && s->be->check != MTLSLB_CHECK_NONE &&
+                (h = &S->shm->health[s->slot])->valid)
+                shm_health_take(s, h);
         }
 }
 
@@ -8310,11 +8312,7 @@ static void shm_publish(struct mtlslb *S)
                 h->last_ms = s->hc.last_ms;
                 h->valid = 1;
             } else if (h->valid) {
-                s->up = h->up;
-                memcpy(s->hc.last, (const char *)h->last, sizeof s->hc.last);
-                s->hc.last[sizeof s->hc.last - 1] = 0;
-                s->hc.last_time = h->last_time;
-                s->hc.last_ms = h->last_ms;
+                shm_health_take(s, h);
             }
         }
 }
@@ -8976,7 +8974,7 @@ static void loop_timer(struct mtlslb *S, struct timer *t)
         while (S->conns) {
             struct conn *c = S->conns;
             if (c->st == CONN_HANDSHAKE)        /* logged and counted as a timed-out one */
-                conn_hs_fail(c, R_TIMEOUT, "\"stopped (grace period over)\"");
+                conn_hs_fail(c, R_TIMEOUT, "stopped (grace period over)");
             else
                 conn_close(c, "stopped (grace period over)");
         }
@@ -9118,6 +9116,20 @@ static int main_bind(const struct mtlslb_bind *b)
     return fd;
 }
 
+/* main_bind, and the error said: "listener NAME: cannot bind ADDR: why", or
+ * "stats: ..." for listener NULL.  errno is kept. */
+static int main_bind_said(const struct mtlslb_bind *b, const char *listener)
+{
+    int fd = main_bind(b), e = errno;
+
+    if (fd < 0) {
+        log_msg(MTLSLB_LOG_ERROR, "%s%s: cannot bind %s: %s", listener ? "listener " : "stats",
+                listener ? listener : "", b->text, strerror(e));
+        errno = e;
+    }
+    return fd;
+}
+
 /* ---- generations: build, listen, swap (start-up and SIGHUP) ---- */
 
 static void gen_free(struct loop *L, struct gen *g)
@@ -9241,10 +9253,8 @@ static int gen_open(struct gen *g, struct gen *old)
             struct lst_fd *lf = &g->ls[i].fds[j];
             if (gen_find_bind(old, b))
                 continue;                   /* kept: no refused connection */
-            if ((lf->pl.fd = main_bind(b)) < 0) {
+            if ((lf->pl.fd = main_bind_said(b, g->ls[i].cfg->name)) < 0) {
                 int e = errno;
-                log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", g->ls[i].cfg->name,
-                        b->text, strerror(e));
                 for (i = 0; i < g->nls; i++)
                     for (j = 0; j < g->ls[i].nfds; j++)
                         if (g->ls[i].fds[j].pl.fd >= 0) {
@@ -9397,10 +9407,8 @@ static int main_stats_bind(const struct mtlslb_bind *sb, int *fd)
     *fd = -1;
     if (!sb->addrlen)
         return 0;
-    if ((*fd = main_bind(sb)) < 0) {
-        log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", sb->text, strerror(errno));
+    if ((*fd = main_bind_said(sb, NULL)) < 0)
         return -1;
-    }
 #ifdef TCP_DEFER_ACCEPT
     {
         /* A connection is accepted once its request has come (or after
@@ -9637,17 +9645,9 @@ static int master_probe(const struct mtlslb_config *c)
         const struct mtlslb_listener *l = i < c->nlisteners ? &c->listeners[i] : NULL;
         size_t n = l ? l->nbinds : c->global.stats.addrlen > 0;
         for (j = 0; j < n; j++) {
-            const struct mtlslb_bind *b = l ? &l->binds[j] : &c->global.stats;
-            int fd = main_bind(b);
-            if (fd < 0) {
-                if (l)
-                    log_msg(MTLSLB_LOG_ERROR, "listener %s: cannot bind %s: %s", l->name, b->text,
-                            strerror(errno));
-                else
-                    log_msg(MTLSLB_LOG_ERROR, "stats: cannot bind %s: %s", b->text,
-                            strerror(errno));
+            int fd = main_bind_said(l ? &l->binds[j] : &c->global.stats, l ? l->name : NULL);
+            if (fd < 0)
                 return -1;
-            }
             close(fd);
         }
     }

@@ -107,6 +107,17 @@ def close_write_and_close(sock):
 
 # ---------------------------------------------------------------- http ----
 
+# Special paths answered at once, before the request body is read: the
+# answer, then seconds of silence before the close.
+CANNED = {
+    # A body it will not take: 413 at once.
+    "/early413": (b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 10\r\nConnection: close\r\n\r\ntoo large\n", 0),
+    # A protocol switch the request did not ask for (invalid).
+    "/unasked101": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\n\r\n", 1),
+}
+
 REASONS = {
     100: "Continue", 101: "Switching Protocols", 103: "Early Hints",
     200: "OK", 201: "Created",
@@ -258,19 +269,13 @@ class HttpHandler(socketserver.StreamRequestHandler):
             self.rfile.read(min(65536, int(headers.get("content-length", "0") or 0)))
             time.sleep(60)
             return False
-        if target.split("?", 1)[0] == "/unasked101":
-            # A protocol switch the request did not ask for (invalid).
+        if target.split("?", 1)[0] in CANNED:
+            # An answer sent before the body is read, then a pause and the
+            # close (with a body unread, the close is a RST).
             log_line("%s %s %s" % (ARGS.name, method, target))
-            self.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      b"Connection: Upgrade\r\n\r\n")
-            time.sleep(1)
-            return False
-        if target.split("?", 1)[0] == "/early413":
-            # A body it will not take: 413 at once, and the connection closed
-            # with the body unread (which makes the close a RST).
-            log_line("%s %s %s" % (ARGS.name, method, target))
-            self.send(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n"
-                      b"Content-Length: 10\r\nConnection: close\r\n\r\ntoo large\n")
+            answer, pause = CANNED[target.split("?", 1)[0]]
+            self.send(answer)
+            time.sleep(pause)
             return False
         body = self.read_body(headers)
         log_line("%s %s %s" % (ARGS.name, method, target))
