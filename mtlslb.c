@@ -5263,6 +5263,26 @@ static void conn_use_server(struct conn *c, struct up_server *s)
     }
 }
 
+/* Add the bytes carried since the last call to the server's counters, so
+ * that /stats shows a long tunnel's traffic while it flows (as haproxy's
+ * do), not in one jump at its end. */
+static void conn_server_bytes(struct conn *c)
+{
+    struct up_server *s = c->server, *o;
+    uint64_t in = c->bytes_in - c->srv_in0, out = c->bytes_out - c->srv_out0;
+
+    if (!s || (!in && !out))
+        return;
+    s->bytes_in += in;
+    s->bytes_out += out;
+    if ((o = srv_running(c, s)) != NULL) {
+        o->bytes_in += in;
+        o->bytes_out += out;
+    }
+    c->srv_in0 = c->bytes_in;
+    c->srv_out0 = c->bytes_out;
+}
+
 /* Give it back, with the bytes it carried. */
 static void conn_release_server(struct conn *c)
 {
@@ -5270,15 +5290,10 @@ static void conn_release_server(struct conn *c)
 
     if (!s)
         return;
+    conn_server_bytes(c);
     s->active--;
-    s->bytes_in += c->bytes_in - c->srv_in0;
-    s->bytes_out += c->bytes_out - c->srv_out0;
-    if ((o = srv_running(c, s)) != NULL) {
-        if (o->active)              /* 0: it came back in a later reload */
-            o->active--;
-        o->bytes_in += c->bytes_in - c->srv_in0;
-        o->bytes_out += c->bytes_out - c->srv_out0;
-    }
+    if ((o = srv_running(c, s)) != NULL && o->active)  /* 0: it came back in a later reload */
+        o->active--;
     c->server = NULL;
 }
 
@@ -5883,8 +5898,10 @@ static void relay_pump(struct conn *c)
         conn_close(c, "done");
         return;
     }
-    if (any)
+    if (any) {
         timer_set(S->loop, &c->tm, S->now + S->gen->cfg->global.tmo_idle);
+        conn_server_bytes(c);
+    }
     loop_events(S->loop, &c->cli.pl, side_interest(&c->cli, &c->srv));
     loop_events(S->loop, &c->srv.pl, side_interest(&c->srv, &c->cli));
 }
@@ -5983,7 +6000,9 @@ int mtlslb_proxy_header(int version, const struct sockaddr *src, const struct so
         *p++ = 0x20;                                /* PP2_TYPE_SSL */
         ssl_len = p;
         p += 2;
-        *p++ = (uint8_t)(0x01 | (tls->has_cert ? 0x06 : 0)); /* CLIENT_SSL|CERT_CONN|CERT_SESS */
+        /* CLIENT_SSL, CERT_SESS; CERT_CONN only when this connection's
+         * handshake carried the certificate (not on a resumption) */
+        *p++ = (uint8_t)(0x01 | (tls->has_cert ? (tls->resumed ? 0x04 : 0x06) : 0));
         *p++ = (uint8_t)(tls->verify >> 24);
         *p++ = (uint8_t)(tls->verify >> 16);
         *p++ = (uint8_t)(tls->verify >> 8);
@@ -6560,6 +6579,7 @@ static int conn_send_proxy(struct conn *c)
     ti.cn = c->cn[0] ? c->cn : NULL;
     ti.sni = c->sni[0] ? c->sni : NULL;
     ti.has_cert = c->has_cert;
+    ti.resumed = wolfSSL_session_reused(c->cli.ssl);
     /* PROXY v2: "zero if the client presented a certificate and it was
      * successfully verified, and non-zero otherwise" (a client without one
      * under verify optional).  A presented certificate that failed never
@@ -7192,6 +7212,12 @@ static void http_error(struct conn *c, int status)
     if (n > 0 && (size_t)n < sizeof head && http_is_head(c))
         n -= (int)strlen(reason) + 5;
     http_release_server(c, 0);
+    /* A head refused before it was complete or parsed (400, 408, 414, 431):
+     * its bytes read so far were still the client's (SPEC 8) */
+    if (t->rq == HQ_HEAD && !t->head_in) {
+        t->head_in = c->cli.buf.len;
+        c->bytes_in += c->cli.buf.len;
+    }
     obuf_reset(&c->cli.out);
     if (n < 0 || obuf_add(&c->cli.out, head, (size_t)n) < 0) {
         conn_close(c, "out of memory");
@@ -7226,15 +7252,9 @@ static void http_body_start(struct side *s, enum mtlslb_http_body b, uint64_t le
     s->body.left = len;
 }
 
-/* A complete request head in cli.buf: check it, route it, pass it on. */
-static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
+/* The request's method and path, for its log line. */
+static void http_tx_names(struct http_tx *t, const struct mtlslb_http_msg *m)
 {
-    struct mtlslb *S = c->S;
-    struct http_tx *t = &c->tx;
-    const struct mtlslb_route *r;
-    struct tls_ctx *asked;
-    struct up_server *s;
-    char host[256];
     size_t n;
 
     n = m->method_len < sizeof t->method - 1 ? m->method_len : sizeof t->method - 1;
@@ -7247,6 +7267,19 @@ static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
     for (n = 0; t->path[n]; n++)
         if (t->path[n] == '"')
             t->path[n] = '?';
+}
+
+/* A complete request head in cli.buf: check it, route it, pass it on. */
+static void http_request(struct conn *c, const struct mtlslb_http_msg *m)
+{
+    struct mtlslb *S = c->S;
+    struct http_tx *t = &c->tx;
+    const struct mtlslb_route *r;
+    struct tls_ctx *asked;
+    struct up_server *s;
+    char host[256];
+
+    http_tx_names(t, m);
     http_host(m, host, sizeof host);
     /* SPEC 4: a Host naming another sni entry than the handshake's is 421,
      * so one name's CA cannot reach another name's routes.  Both ways: a
@@ -7493,6 +7526,8 @@ static int http_advance(struct conn *c)
         if (rc == 0)
             return 0;
         if (rc < 0) {
+            if (m.method_len)               /* its request line was good */
+                http_tx_names(t, &m);
             http_error(c, -rc);
             return c->dead ? -1 : 1;
         }
@@ -7598,6 +7633,8 @@ static void http_pump(struct conn *c)
     if (c->cli.rd.wb_more)              /* held for a close_notify that did not follow */
         (void)tls_flush(&c->cli.rd);
     http_timer(c, any);
+    if (any)
+        conn_server_bytes(c);
     loop_events(S->loop, &c->cli.pl, side_interest(&c->cli, &c->srv));
     loop_events(S->loop, &c->srv.pl, side_interest(&c->srv, &c->cli));
 }

@@ -210,6 +210,7 @@ struct mtlslb_tls_info {
     const char *cn;                 /* client certificate CN; NULL = none */
     const char *sni;                /* SNI the client sent; NULL = none */
     int has_cert;                   /* a certificate was presented and verified */
+    int resumed;                    /* ...with the session resumed: not on this connection */
     uint32_t verify;                /* 0 = verified */
 };
 

@@ -709,6 +709,33 @@ EOF
         else
             fail "send-proxy $v" "backend saw: $body"
         fi
+        # v2 on a resumed session (a TLS 1.3 ticket, a TLS 1.2 session id):
+        # the certificate came with the session, not on this connection, so
+        # CLIENT_SSL | CERT_SESS (0x05) without CERT_CONN (proxy-protocol.txt
+        # 2.2.5; haproxy sets it only when verification ran on the
+        # connection); the identity is the session's.
+        if [ $v = v2 ]; then
+            local sv out=""
+            for sv in 1_3 "1_2 -no_ticket"; do
+                set -- $sv
+                ossl_get "$lp" "$1" / "${@:2}" -sess_out "$W/pp.sess" >/dev/null
+                out+="$(ossl_get "$lp" "$1" / "${@:2}" -sess_in "$W/pp.sess" | sed -n '1p;/^{/p' | tr '\n' ' ')|"
+            done
+            if python3 - "$out" <<'EOF'
+import json, sys
+runs = [r for r in sys.argv[1].split("|") if r]
+assert len(runs) == 2, runs
+for r in runs:
+    assert r.startswith("Reused "), r
+    s = json.loads(r[len("Reused "):])["ssl"]
+    assert s["client"] == 5 and s["verify"] == 0 and s["cn"] == "client-good", s
+EOF
+            then
+                pass "send-proxy v2 on a resumed session (TLS 1.3 ticket, TLS 1.2 session id): client flags 0x05, the session's CN"
+            else
+                fail "send-proxy v2 resumed" "$out"
+            fi
+        fi
         stop_lb
     done
     # v2, verify optional, a client without a certificate: verify is
@@ -1719,6 +1746,17 @@ t_http_errors() {
     out=$(hraw "$lp" "GET / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
     [[ $(statuses <<<"$out") == 408 ]] && pass "http: a head not complete within timeout request -> 408" ||
         fail "http 408" "got: $(head -1 <<<"$out")"
+    # SPEC 8 bytes each way: a head refused before it was complete (408) or
+    # parsed (400) still counts the bytes the client sent; a 400 whose
+    # request line was good names its method and path.
+    local n408
+    n408=$(printf "GET / HTTP/1.1\r\n${H}X-Slow: 1" | wc -c)
+    if grep -q "req .* status=408 method=- path=\"\" bytes_in=$n408 " "$LB_LOG" &&
+       grep -q 'req .* status=400 method=POST path="/" bytes_in=[1-9][0-9]* ' "$LB_LOG"; then
+        pass "http: the log lines of a 408 and a 400 count the bytes the client sent ($n408 for the 408)"
+    else
+        fail "http 400/408 bytes_in" "$(grep -E 'status=(400|408)' "$LB_LOG" | head -3 | tr '\n' ' ')"
+    fi
     # SPEC 5: a HEAD has no body, an answer of mtlslb's own too; its
     # Content-Length stays that of the GET (RFC 9110 9.3.2).
     out="$(hraw "$lp" "HEAD / HTTP/1.1\r\n${H}X-Slow: 1" --keep-open)
@@ -2404,6 +2442,39 @@ PY
         pass "/stats: a failed connect counts as a connect failure only; the request counts on the server that got it"
     else
         fail "stats requests after a failed connect" "$c $out"
+    fi
+    stop_lb
+    stop_backend "$b1"
+    # A tcp tunnel's bytes show while it is open, as haproxy's counters do,
+    # not in one jump when it ends: 256 KB each way through an echo server.
+    start_backend echo "$b1"
+    conf_tcp "$lp" "    server e 127.0.0.1:$b1" | sed "s/^global$/global\n    stats 127.0.0.1:$sp/" \
+        >"$W/stats3.conf"
+    start_lb "$W/stats3.conf" || { fail stats "no mtlslb"; stop_backend "$b1"; return; }
+    out=$(python3 - "$PKI" "$lp" "$sp" <<'PY'
+import json, socket, ssl, sys, urllib.request
+pki, port, sport = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=pki + "/ca.crt")
+ctx.load_cert_chain(pki + "/client.crt", pki + "/client.key")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+n = 256 * 1024
+s.sendall(b"x" * n)
+got = 0
+while got < n:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += len(d)
+j = json.load(urllib.request.urlopen("http://127.0.0.1:%s/stats" % sport, timeout=5))
+e = j["backends"][0]["servers"][0]
+print(got, e["active"], e["bytes_in"], e["bytes_out"])
+s.close()
+PY
+)
+    if [ "$out" = "262144 1 262144 262144" ]; then
+        pass "/stats: an open tcp connection's bytes count while it flows (256 KB each way, still open)"
+    else
+        fail "stats live bytes" "received, active, bytes_in, bytes_out: $out"
     fi
     stop_lb
     stop_backend "$b1"

@@ -5,7 +5,7 @@
  *
  *   byte 0      version: 1 or 2 (some values give 0 or 3, which fail)
  *   byte 1      families of src and dst (IPv4, IPv6, AF_UNIX), TLS info or
- *               none, has_cert
+ *               none, has_cert, resumed
  *   byte 2      which of version, cipher, cn, sni are set
  *   2 bytes     cap, the output buffer's size (0..799: often too small)
  *   4 bytes     verify
@@ -138,7 +138,7 @@ static long expected(int version, int fam, const struct sockaddr_storage *src,
         e[n] = 0x20;
         ssl = e + n + 1;
         n += 3;
-        e[n++] = (uint8_t)(0x01 | (tls->has_cert ? 0x06 : 0));
+        e[n++] = (uint8_t)(0x01 | (tls->has_cert ? 0x04 : 0) | (tls->has_cert && !tls->resumed ? 0x02 : 0));
         e[n++] = (uint8_t)(tls->verify >> 24);
         e[n++] = (uint8_t)(tls->verify >> 16);
         e[n++] = (uint8_t)(tls->verify >> 8);
@@ -174,6 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tls.verify = (uint32_t)fz_u16(&f) << 16;
     tls.verify |= fz_u16(&f);
     tls.has_cert = (b1 >> 5) & 1;
+    tls.resumed = (b1 >> 6) & 1;
     make_addr(&f, sfam, &src);
     make_addr(&f, dfam, &dst);
     tls.version = take_str(&f, b2 & 1);
