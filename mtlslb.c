@@ -4993,6 +4993,7 @@ struct body {
     struct mtlslb_http_chunk ch;    /* BK_CHUNKED: the scanner ... */
     size_t ready;                   /* ... bytes scanned, not yet passed */
     int end;                        /* ... the last chunk was seen */
+    int strip;                      /* ... passed without the framing (an HTTP/1.0 client) */
 };
 
 struct side {
@@ -5638,6 +5639,8 @@ static int relay_room(const struct side *from, const struct side *to)
     return b->len == 0 || b->off + b->len < MTLSLB_BUF_SIZE || (b->off && !to->wpending);
 }
 
+static long relay_dechunk(struct side *s);
+
 /* How many bytes at the head of a side's buffer belong to the message being
  * passed on (all of them in a tunnel); -1 if its chunked framing is bad. */
 static long relay_allow(struct side *s)
@@ -5651,6 +5654,8 @@ static long relay_allow(struct side *s)
     case BK_LENGTH:
         return (long)(s->buf.len < bd->left ? s->buf.len : bd->left);
     case BK_CHUNKED:
+        if (bd->strip)
+            return relay_dechunk(s);
         if (!bd->end && bd->ready < s->buf.len) {
             int done;
             long r = mtlslb_http_chunk_scan(&bd->ch, (const char *)s->buf.data + s->buf.off +
@@ -6025,6 +6030,16 @@ int mtlslb_proxy_header(int version, const struct sockaddr *src, const struct so
 /* ---- HTTP/1.x heads and chunked framing (RFC 9110, 9112) ---- */
 
 /* tchar (RFC 9110 5.6.2) */
+/* The length of a host[:port]'s name ("[v6]" with its brackets). */
+static size_t http_host_name(const char *h, size_t n)
+{
+    const char *e;
+
+    if (n && h[0] == '[')
+        return (e = memchr(h, ']', n)) != NULL ? (size_t)(e - h) + 1 : n;
+    return (e = memchr(h, ':', n)) != NULL ? (size_t)(e - h) : n;
+}
+
 static int http_tchar(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -6195,12 +6210,18 @@ static int http_headers(const char *b, size_t len, size_t pos, int request,
                     te_other = 1;
             }
         } else if (http_is(name, nl, "host")) {
+            size_t hn = http_host_name(v, (size_t)(ve - v));
             if (request && !http_host_ok(v, (size_t)(ve - v)))
                 return -400;
             hosts++;
             if (!absolute) {
                 m->host = v;
                 m->host_len = (size_t)(ve - v);
+            } else if (hn != http_host_name(m->host, m->host_len) || strncasecmp(v, m->host, hn) != 0) {
+                /* The target's host routes the request, and a server
+                 * reading Host would take it for another: 400, as
+                 * haproxy answers (RFC 9112 3.2.2). */
+                return -400;
             }
         } else if (http_is(name, nl, "connection")) {
             const char *s = v, *e;
@@ -6334,7 +6355,7 @@ int mtlslb_http_parse_response(const char *b, size_t len, int request_was_head,
 }
 
 enum { CH_SIZE0, CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
-       CH_TRAILER0, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE };
+       CH_TRAILER0, CH_TRAILER, CH_TVALUE, CH_TRAILER_LF, CH_END_LF, CH_DONE };
 
 static int http_hex(unsigned char ch)
 {
@@ -6355,6 +6376,9 @@ long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t
     while (i < len && c->state != CH_DONE) {
         unsigned char ch = (unsigned char)buf[i];
         int h;
+        /* the trailer section: a head's size limit */
+        if (c->state >= CH_TRAILER0 && ++c->tlen > MTLSLB_HTTP_HEAD_MAX)
+            return -1;
         switch (c->state) {
         case CH_SIZE0:
         case CH_SIZE:
@@ -6405,8 +6429,8 @@ long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t
         case CH_TRAILER0:
             if (ch == '\r') {
                 c->state = CH_END_LF;
-            } else if (ch == '\n' || ch == ' ' || ch == '\t') {
-                return -1;
+            } else if (!http_tchar(ch)) {
+                return -1;                  /* obs-fold, an empty name, ... */
             } else {
                 c->state = CH_TRAILER;
                 c->name[0] = (char)ch;
@@ -6414,20 +6438,23 @@ long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t
             }
             break;
         case CH_TRAILER:
-            /* The field name, while it may still be one of the headers that
-             * are ours to set or hop-by-hop: a request may not send those
-             * in its trailer either (no spoofing after the body). */
-            if (c->nlen <= sizeof c->name) {
-                if (ch == ':') {
-                    if (c->request && http_dropped(c->name, c->nlen, 0, 1))
-                        return -1;
-                    c->nlen = sizeof c->name + 1;
-                } else if (c->nlen < sizeof c->name) {
-                    c->name[c->nlen++] = (char)ch;
-                } else {
-                    c->nlen = sizeof c->name + 1;
-                }
+            /* A trailer field is a header line (RFC 9112 7.1.2), held to
+             * the same rules: a name of tchars, the colon right after it.
+             * A request may not send the headers that are ours to set or
+             * hop-by-hop there either (no spoofing after the body). */
+            if (ch == ':') {
+                if (c->request && c->nlen <= sizeof c->name && http_dropped(c->name, c->nlen, 0, 1))
+                    return -1;
+                c->state = CH_TVALUE;
+            } else if (!http_tchar(ch)) {
+                return -1;
+            } else if (c->nlen < sizeof c->name) {
+                c->name[c->nlen++] = (char)ch;
+            } else {
+                c->nlen = sizeof c->name + 1;   /* longer than any of ours */
             }
+            break;
+        case CH_TVALUE:
             if (ch == '\r')
                 c->state = CH_TRAILER_LF;
             else if (ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -6448,6 +6475,38 @@ long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t
     }
     *done = c->state == CH_DONE;
     return (long)i;
+}
+
+/*
+ * A chunked response for a client that cannot take chunked framing (HTTP/1.0,
+ * RFC 9112 6.1): the framing (and trailer) is scanned and dropped in place,
+ * so that the buffer's first body.ready bytes are the data alone; the
+ * response then ends with the connection, as nginx passes it.
+ */
+static long relay_dechunk(struct side *s)
+{
+    struct body *bd = &s->body;
+    char *p = (char *)s->buf.data + s->buf.off;
+    size_t i = bd->ready, w = bd->ready;
+    int done = bd->end;
+
+    while (i < s->buf.len && !done) {
+        int data = bd->ch.state == CH_DATA;
+        size_t n = !data ? 1 : s->buf.len - i < bd->ch.left ? s->buf.len - i : (size_t)bd->ch.left;
+        long r = mtlslb_http_chunk_scan(&bd->ch, p + i, n, &done);
+        if (r < 0)
+            return -1;
+        if (data) {
+            memmove(p + w, p + i, (size_t)r);
+            w += (size_t)r;
+        }
+        i += (size_t)r;
+    }
+    memmove(p + w, p + i, s->buf.len - i);
+    s->buf.len -= i - w;
+    bd->ready = w;
+    bd->end = done;
+    return (long)bd->ready;
 }
 
 /* ---- connecting to a server ---- */
@@ -6918,7 +6977,7 @@ static int http_conn_listed(const struct mtlslb_http_msg *m, const char *n, size
 
 /* Copy the headers that pass, as they came. */
 static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, int upgrade,
-                             int request)
+                             int request, int dechunk)
 {
     size_t i;
     int rc = 0, cl = 0;
@@ -6931,6 +6990,8 @@ static int http_copy_headers(struct obuf *o, const struct mtlslb_http_msg *m, in
         /* Content-Length lines the parser let through agree: one goes on
          * (RFC 9110 8.6), not a list a server might read otherwise. */
         if (h->name_len == 14 && http_is(h->name, 14, "content-length") && cl++)
+            continue;
+        if (dechunk && http_is(h->name, h->name_len, "transfer-encoding"))
             continue;
         rc |= obuf_add(o, h->name, h->name_len) | obuf_add(o, ": ", 2) |
               obuf_add(o, h->value, h->value_len) | obuf_add(o, "\r\n", 2);
@@ -7005,7 +7066,7 @@ static int http_server_head(struct conn *c, const struct mtlslb_http_msg *m, str
              obuf_add(o, m->target, m->target_len) |
              obuf_str(o, m->version == 11 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
 
-    rc |= http_copy_headers(o, m, c->tx.upgrade, 1);
+    rc |= http_copy_headers(o, m, c->tx.upgrade, 1, 0);
     if (c->tx.upgrade)
         rc |= obuf_str(o, "Connection: upgrade\r\n");
     else if (m->version == 10)
@@ -7023,14 +7084,7 @@ static void http_host(const struct mtlslb_http_msg *m, char *out, size_t cap)
         out[0] = 0;
         return;
     }
-    if (h[0] == '[') {
-        const char *e = memchr(h, ']', n);
-        n = e ? (size_t)(e - h) + 1 : n;
-    } else {
-        const char *colon = memchr(h, ':', n);
-        if (colon)
-            n = (size_t)(colon - h);
-    }
+    n = http_host_name(h, n);
     if (n >= cap)
         n = cap - 1;
     for (i = 0; i < n; i++)
@@ -7343,15 +7397,19 @@ static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
     size_t eol = (size_t)((const char *)memchr(c->srv.buf.data + c->srv.buf.off, '\r',
                                                m->head_len) -
                           (const char *)(c->srv.buf.data + c->srv.buf.off));
-    int rc;
+    int rc, dechunk;
 
     if (m->status == 101 && !t->upgrade) {
         http_error(c, 502);         /* a switch nobody asked for: invalid */
         return 0;
     }
+    /* An HTTP/1.0 client gets neither 1xx (RFC 9110 15.2) nor chunked
+     * framing (RFC 9112 6.1), which a server should not have sent it. */
+    dechunk = t->version == 10 && m->body == MTLSLB_BODY_CHUNKED;
     if (m->status < 200 && m->status != 101) {
         /* 100 Continue and friends go to the client as they are. */
-        rc = obuf_add(o, (const char *)c->srv.buf.data + c->srv.buf.off, m->head_len);
+        rc = t->version == 10 ? 0 : obuf_add(o, (const char *)c->srv.buf.data + c->srv.buf.off,
+                                             m->head_len);
         c->srv.buf.off += m->head_len;
         c->srv.buf.len -= m->head_len;
         return rc;
@@ -7359,10 +7417,10 @@ static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
     t->status = m->status;
     t->resp_started = 1;
     t->close_client = !t->keep || m->body == MTLSLB_BODY_CLOSE || t->rq != HQ_DONE ||
-                      c->S->stopping;
+                      c->S->stopping || dechunk;
     t->srv_keep = !m->conn_close && m->body != MTLSLB_BODY_CLOSE && m->status != 101;
     rc = obuf_add(o, (const char *)c->srv.buf.data + c->srv.buf.off, eol + 2);
-    rc |= http_copy_headers(o, m, m->status == 101, 0);
+    rc |= http_copy_headers(o, m, m->status == 101, 0, dechunk);
     if (m->status == 101)
         rc |= obuf_str(o, "Connection: upgrade\r\n");
     else if (t->close_client)
@@ -7382,6 +7440,7 @@ static int http_response(struct conn *c, const struct mtlslb_http_msg *m)
         return rc;
     }
     http_body_start(&c->srv, m->body, m->content_length);
+    c->srv.body.strip = dechunk;
     t->rs = HS_BODY;
     return rc;
 }

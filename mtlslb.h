@@ -284,13 +284,16 @@ struct mtlslb_http_chunk {
     unsigned digits;                /* of the size, leading zeros not counted */
     unsigned request : 1;           /* set by the caller: a request's trailer may not
                                        carry what the proxy sets (400) */
-    unsigned nlen;                  /* a trailer field name so far, lower case */
+    unsigned nlen;                  /* a trailer field name so far */
     char name[24];
+    unsigned tlen;                  /* bytes of the trailer section so far */
 };
 
 /* Consume body bytes: returns how many of len belong to the body (all, or up
  * to the end of the last chunk's trailer, when *done is set), or -1 when the
- * framing is malformed (bad or overflowing size, bare LF, ...). */
+ * framing is malformed (bad or overflowing size, bare LF, a trailer line
+ * that would be a malformed header line, a trailer section over
+ * MTLSLB_HTTP_HEAD_MAX bytes, ...). */
 long mtlslb_http_chunk_scan(struct mtlslb_http_chunk *c, const char *buf, size_t len,
                             int *done);
 
