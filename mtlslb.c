@@ -812,6 +812,27 @@ static int cfg_tls_min(struct cfg_parser *p, int argc, char **argv)
     return 0;
 }
 
+/*
+ * Can a cipher list give TLS 1.3?  A TLS 1.3 suite's name (TLS13-..., or
+ * the standard TLS_...), or a keyword (ALL, DEFAULT: no '-' or '_') that
+ * may bring some.  wolfSSL builds differ in what they can list of a
+ * context's suites, so the names are read here.
+ */
+static int cfg_ciphers_have13(const char *list)
+{
+    const char *p = list;
+
+    while (*p) {
+        size_t n = strcspn(p, ":");
+        if ((n > 6 && strncmp(p, "TLS13-", 6) == 0) || (n > 4 && strncmp(p, "TLS_", 4) == 0))
+            return 1;
+        if (n && !memchr(p, '-', n) && !memchr(p, '_', n))
+            return 1;
+        p += n + (p[n] == ':');
+    }
+    return 0;
+}
+
 static int cfg_ciphers(struct cfg_parser *p, int argc, char **argv)
 {
     (void)argc;
@@ -1605,6 +1626,8 @@ static void cfg_finish(struct cfg_parser *p)
             cfg_error(p, l->line, "listener %s has no cert", l->name);
         if (l->ncrls && !l->ca.path)
             cfg_error(p, l->crls[0].line, "listener %s: crl needs a ca", l->name);
+        if (l->tls_min == 13 && l->ciphers && !cfg_ciphers_have13(l->ciphers))
+            cfg_error(p, l->ciphers_line, "no TLS 1.3 cipher in '%s', and tls-min is 1.3", l->ciphers);
         /* An sni line's own ca replaces the listener's (SPEC 4), the
          * default verify required with it: a listener without a ca still
          * verifies the clients of that name. */

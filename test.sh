@@ -1114,6 +1114,19 @@ t_tls_options() {
     else
         fail "bad ciphers" "$out"
     fi
+    # tls-min 1.3 with a list of TLS 1.2 suites only would refuse every
+    # handshake: a configuration error, on the ciphers line.
+    conf_tcp "$lp" "    server a 127.0.0.1:$bp" "    tls-min 1.3
+    sni app.example.com $PKI/app.crt $PKI/app.key
+    ciphers ECDHE-ECDSA-AES128-GCM-SHA256" >"$W/ciph13.conf"
+    out=$("$BIN" -t -c "$W/ciph13.conf" 2>&1)
+    if [ $? = 1 ] && [ "$out" = "$W/ciph13.conf:15: no TLS 1.3 cipher in 'ECDHE-ECDSA-AES128-GCM-SHA256', and tls-min is 1.3" ] &&
+       sed -i 's/ciphers ECDHE-ECDSA-AES128-GCM-SHA256$/&:TLS13-AES128-GCM-SHA256/' "$W/ciph13.conf" &&
+       "$BIN" -t -c "$W/ciph13.conf" >/dev/null 2>&1; then
+        pass "-t refuses tls-min 1.3 with no TLS 1.3 cipher in the list (once), takes it with one"
+    else
+        fail "tls-min 1.3 ciphers" "$out"
+    fi
     stop_backend "$bp"
 }
 
