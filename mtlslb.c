@@ -1883,6 +1883,7 @@ struct tls_crl {
     time_t next_update;             /* 0 = not known */
     int warned;                     /* the 24 h warning is out */
     int expired_logged;
+    int gone_logged;                /* the file cannot be read: said so */
     struct timespec mtime;          /* of the file as loaded: a change reloads it */
     off_t size;
 };
@@ -1897,13 +1898,22 @@ static void tls_crl_stamp(struct tls_crl *c)
     }
 }
 
-static int tls_crl_changed(const struct tls_crl *c)
+/* Has the file changed since it was loaded?  A file gone (deleted, moved
+ * away, unreadable) is said once: the CRL loaded from it stays in force. */
+static int tls_crl_changed(struct tls_crl *c, const char *listener)
 {
     struct stat st;
 
-    return stat(c->file->path, &st) == 0 &&
-           (st.st_mtim.tv_sec != c->mtime.tv_sec || st.st_mtim.tv_nsec != c->mtime.tv_nsec ||
-            st.st_size != c->size);
+    if (stat(c->file->path, &st) != 0) {
+        if (!c->gone_logged)
+            log_msg(MTLSLB_LOG_WARN, "listener %s: CRL %s: %s; the CRL loaded from it stays in "
+                    "force until the file is back", listener, c->file->path, strerror(errno));
+        c->gone_logged = 1;
+        return 0;
+    }
+    c->gone_logged = 0;
+    return st.st_mtim.tv_sec != c->mtime.tv_sec || st.st_mtim.tv_nsec != c->mtime.tv_nsec ||
+           st.st_size != c->size;
 }
 
 struct tls_ctx {
@@ -4377,7 +4387,7 @@ static void tls_crl_watch(struct tls_listener *t, time_t now)
     for (i = 0; i <= t->nsni; i++) {
         struct tls_ctx *x = i < t->nsni ? &t->sni[i] : &t->def;
         for (k = 0; k < x->ncrls; k++)
-            if (tls_crl_changed(&x->crls[k])) {
+            if (tls_crl_changed(&x->crls[k], t->cfg->name)) {
                 tls_ctx_reload(t, x);
                 break;
             }

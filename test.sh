@@ -2777,6 +2777,15 @@ t_crl_rotation() {
     else
         fail "revoked client resumes" "$c"
     fi
+    # The CRL file deleted (a botched rotation): said once, and the CRL
+    # loaded from it stays in force (the revoked client stays refused).
+    rm -f "$W/rot.crl"
+    if wait_log "CRL $W/rot.crl: No such file or directory; the CRL loaded from it stays in force" 15 \
+        >/dev/null && [ "$(cget "https://localhost:$lp/")" = 000 ]; then
+        pass "a CRL file deleted is logged, and the CRL loaded from it stays in force"
+    else
+        fail "CRL file deleted" "$(grep -i crl "$LB_LOG" | tail -2)"
+    fi
     stop_lb
     # A new CRL that arrives while the certificate is half renewed (its key
     # not yet matching) is not lost: the reload is tried again at every
