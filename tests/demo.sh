@@ -16,6 +16,7 @@ for n in 1 2; do
 done
 for i in $(seq 50); do [ -e demo/ready.1 ] && [ -e demo/ready.2 ] && break; sleep 0.1; done
 ./mtlslb -t -c sample.conf
+: >demo/mtlslb.log              # not the last run's log, before this one starts
 ./mtlslb -c sample.conf 2>demo/mtlslb.log &
 pids+=($!)
 for i in $(seq 50); do grep -q " started, pid" demo/mtlslb.log && break; sleep 0.1; done
