@@ -117,7 +117,17 @@ endif
 
 all: $(BIN)
 
-$(BIN): mtlslb.c mtlslb.h Makefile $(WOLFSSL_LIB)
+# The binary is rebuilt when how it is built changes (CC, CROSS_COMPILE,
+# CFLAGS, WOLFSSL_PREFIX, WOLFSSL_SRC, ...), not only when its sources do:
+# one stamp per BIN holds the command's flags.
+BUILD_FLAGS := $(CC) $(CPPFLAGS) $(CFLAGS) $(MTLSLB_CFLAGS) $(WOLFSSL_CFLAGS) $(LDFLAGS) $(WOLFSSL_LIBS)
+FLAGS_STAMP := build/flags/$(subst /,_,$(BIN))
+.PHONY: build-flags
+build-flags:
+$(FLAGS_STAMP): build-flags
+	@mkdir -p $(dir $@); echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' >$@
+
+$(BIN): mtlslb.c mtlslb.h Makefile $(WOLFSSL_LIB) $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(MTLSLB_CFLAGS) $(WOLFSSL_CFLAGS) -o $@ mtlslb.c $(LDFLAGS) $(WOLFSSL_LIBS)
 
 # wolfSSL and libc linked in: one file to copy onto a board.
@@ -168,8 +178,11 @@ install: $(BIN)
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mtlslb
 	install -m 644 sample.conf $(DESTDIR)$(PREFIX)/share/mtlslb/sample.conf
 
+# Keeps what was downloaded (build/src, build/sysroot: the README's
+# places for the wolfSSL source and a target's libwolfssl); rm -rf build
+# for those too.
 clean:
-	rm -rf mtlslb mtlslb-san mtlslb-static *.o demo build
+	rm -rf mtlslb mtlslb-san mtlslb-static *.o demo build/wolfssl-* build/flags tests/work
 
 # libFuzzer targets (tests/fuzz/run.sh; clang): each runs FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60

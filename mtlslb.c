@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * mtlslb - a mutual-TLS load balancer for edge boxes.
  *
@@ -1182,9 +1183,13 @@ static int cfg_check(struct cfg_parser *p, int argc, char **argv)
         b->check = MTLSLB_CHECK_TCP;
         return 0;
     }
+    if (strcmp(argv[1], "none") == 0 && argc == 2) {   /* as without a check line */
+        b->check = MTLSLB_CHECK_NONE;
+        return 0;
+    }
     if (strcmp(argv[1], "http") != 0 || (argc != 4 && argc != 6) ||
         (argc == 6 && strcmp(argv[4], "expect") != 0)) {
-        cfg_error(p, p->line, "check takes 'tcp' or 'http METHOD PATH [expect CODE|2xx|3xx]'");
+        cfg_error(p, p->line, "check takes 'tcp', 'none' or 'http METHOD PATH [expect CODE|2xx|3xx]'");
         return -1;
     }
     if (!http_tchar_str(argv[2]) || argv[3][0] != '/' || strpbrk(argv[3], " \t\r\n")) {

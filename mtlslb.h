@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * mtlslb.h - the public face of mtlslb: version, limits, the configuration
  * model, and the few entry points a test harness or a fuzzer calls.

@@ -2121,7 +2121,12 @@ backend tcpchk
     check-interval 300ms
     fall 2
     server closed 127.0.0.1:$dead
-    server open 127.0.0.1:$b1" >"$W/kinds.conf"
+    server open 127.0.0.1:$b1
+backend nochk
+    check none
+    check-interval 300ms
+    fall 1
+    server closed 127.0.0.1:$dead" >"$W/kinds.conf"
     start_lb "$W/kinds.conf" || { fail check-kinds "no mtlslb"; return; }
     if wait_log "backend web server sick DOWN: status 500 (0/1 up)" 3 >/dev/null; then
         pass "check http: a server answering 500 is DOWN while its port stays open"
@@ -2133,6 +2138,12 @@ backend tcpchk
         pass "check tcp: a closed port is DOWN, an open one stays UP"
     else
         fail "check tcp" "$(grep -E 'DOWN|UP' "$LB_LOG")"
+    fi
+    # check none (SPEC 3's "none = no active check"): as without a check line
+    if ! grep -q "backend nochk" "$LB_LOG"; then
+        pass "check none: no active check (a closed port's server is never marked DOWN)"
+    else
+        fail "check none" "$(grep 'backend nochk' "$LB_LOG")"
     fi
     stop_lb
     stop_backend "$b1"

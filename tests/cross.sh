@@ -3,7 +3,8 @@
 # wolfSSL sysroot per target ready for test.sh: DIR/arm64/usr and
 # DIR/armhf/usr (apt-get download + dpkg -x, so no multiarch clash with
 # the host's packages), and DIR/arm64-musl (musl's libc for arm64, with a
-# gcc specs file).  Installs what is missing (Debian/Ubuntu, as root).
+# gcc specs file).  Installs what is missing (Debian/Ubuntu, as root or
+# with sudo that asks no password).
 # Exit 0 when ready; otherwise prints why on stdout and exits 3.
 set -u
 D=$1
@@ -15,14 +16,16 @@ for p in gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross \
 done
 arches=$(dpkg --print-foreign-architectures 2>/dev/null)
 if [ -n "$need" ] || ! echo "$arches" | grep -q arm64 || ! echo "$arches" | grep -q armhf; then
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        echo "cannot install the cross toolchain (needs root and apt-get):$need"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && SUDO="sudo -n"; }
+    if { [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; } || ! command -v apt-get >/dev/null; then
+        echo "cannot install the cross toolchain (needs root or sudo, and apt-get):$need"
         exit 3
     fi
-    dpkg --add-architecture arm64 && dpkg --add-architecture armhf
+    $SUDO dpkg --add-architecture arm64 && $SUDO dpkg --add-architecture armhf
     # A mirror mid-sync can fail one index; what is needed usually still comes.
-    apt-get update -qq >/dev/null 2>&1
-    if [ -n "$need" ] && ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    $SUDO apt-get update -qq >/dev/null 2>&1
+    if [ -n "$need" ] && ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
             --no-install-recommends $need >"$D/apt.log" 2>&1; then
         echo "cannot install the cross toolchain: $(tail -1 "$D/apt.log")"
         exit 3

@@ -3,7 +3,7 @@
 # (Debian/Ubuntu; run as root or with sudo available).
 set -eu
 need=""
-for p in make gcc clang pkg-config libwolfssl-dev openssl curl python3 binutils libc6-dev valgrind musl-tools; do
+for p in make gcc clang pkg-config libwolfssl-dev openssl curl python3 binutils libc6-dev valgrind musl-tools file; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
