@@ -6067,7 +6067,6 @@ int mtlslb_proxy_header(int version, const struct sockaddr *src, const struct so
 
 /* ---- HTTP/1.x heads and chunked framing (RFC 9110, 9112) ---- */
 
-/* tchar (RFC 9110 5.6.2) */
 /* The length of a host[:port]'s name ("[v6]" with its brackets). */
 static size_t http_host_name(const char *h, size_t n)
 {
@@ -6078,6 +6077,7 @@ static size_t http_host_name(const char *h, size_t n)
     return (e = memchr(h, ':', n)) != NULL ? (size_t)(e - h) : n;
 }
 
+/* tchar (RFC 9110 5.6.2) */
 static int http_tchar(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -6248,14 +6248,15 @@ static int http_headers(const char *b, size_t len, size_t pos, int request,
                     te_other = 1;
             }
         } else if (http_is(name, nl, "host")) {
-            size_t hn = http_host_name(v, (size_t)(ve - v));
+            size_t hn;
             if (request && !http_host_ok(v, (size_t)(ve - v)))
                 return -400;
             hosts++;
             if (!absolute) {
                 m->host = v;
                 m->host_len = (size_t)(ve - v);
-            } else if (hn != http_host_name(m->host, m->host_len) || strncasecmp(v, m->host, hn) != 0) {
+            } else if ((hn = http_host_name(v, (size_t)(ve - v))) != http_host_name(m->host, m->host_len) ||
+                       strncasecmp(v, m->host, hn) != 0) {
                 /* The target's host routes the request, and a server
                  * reading Host would take it for another: 400, as
                  * haproxy answers (RFC 9112 3.2.2). */
