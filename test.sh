@@ -3047,6 +3047,75 @@ t_loadgen() {
     stop_backend "$bp"
 }
 
+# The event loop's cold part (issue 6, (g)): connections quiet for a while
+# are polled only every few ms while others keep the loop busy.  80
+# keep-alive clients (over LOOP_SPLIT_MIN, and more than the busy part) make
+# a request each, go quiet past LOOP_COLD_MS while 8 loadgen clients keep
+# mtlslb busy, then ask again (each still answered, from the cold part), and
+# once more after the load has ended (the loop then sleeps on every
+# descriptor).  http and tcp mode.
+t_cold() {
+    local lp bp out mode lg
+    newport bp
+    if ! cc -std=c99 -O2 -o "$W/loadgen" "$ROOT/tests/loadgen.c" $(pkg-config --cflags --libs wolfssl 2>/dev/null || echo -lwolfssl) 2>/dev/null; then
+        fail cold "loadgen does not build"; return
+    fi
+    start_backend http "$bp" web1
+    for mode in http tcp; do
+        newport lp
+        if [ $mode = http ]; then
+            conf_http "$lp" "backend web
+    server a 127.0.0.1:$bp" | sed 's/timeout idle 2s/timeout idle 20s/' >"$W/cold.conf"
+        else
+            conf_tcp "$lp" "    server a 127.0.0.1:$bp" >"$W/cold.conf"
+        fi
+        start_lb "$W/cold.conf" || { fail "cold $mode" "no mtlslb"; continue; }
+        "$W/loadgen" --connect "127.0.0.1:$lp" --sni localhost --cert "$PKI/client.crt" \
+            --key "$PKI/client.key" --ca "$PKI/ca.crt" --concurrency 8 --requests-per-conn 0 --duration 4 \
+            >"$W/cold.lg" 2>&1 &
+        lg=$!
+        out=$(python3 - "$lp" "$PKI" <<'PY'
+import http.client, socket, ssl, sys, time
+port, pki = int(sys.argv[1]), sys.argv[2] + "/"
+ctx = ssl.create_default_context(cafile=pki + "ca.crt")
+ctx.load_cert_chain(pki + "client.crt", pki + "client.key")
+t0 = time.monotonic()
+conns = [http.client.HTTPSConnection("localhost", port, context=ctx, timeout=5) for _ in range(80)]
+def round_():
+    ok, worst = 0, 0.0
+    for c in conns:
+        t = time.monotonic()
+        try:
+            c.request("GET", "/cold")
+            r = c.getresponse()
+            r.read()
+            ok += r.status == 200
+        except OSError as e:
+            print("error:", e)
+        worst = max(worst, time.monotonic() - t)
+    return ok, worst
+a, _ = round_()
+time.sleep(1.2)                         # quiet past LOOP_COLD_MS, the load going on
+b, w = round_()
+busy = time.monotonic() - t0 < 4        # the load still ran all through
+time.sleep(max(0, 5 - (time.monotonic() - t0)))
+c, _ = round_()
+print(a, b, c, "busy" if busy else "late", "%.1f" % (w * 1000))
+PY
+)
+        wait "$lg"
+        set -- $out
+        if [ "${1:-}" = 80 ] && [ "${2:-}" = 80 ] && [ "${3:-}" = 80 ] && [ "${4:-}" = busy ] &&
+           grep -q " errors=0 " "$W/cold.lg"; then
+            pass "$mode: 80 keep-alive clients quiet past 500 ms are answered while 8 others keep mtlslb busy (slowest ${5} ms), and after"
+        else
+            fail "cold $mode" "$out; loadgen: $(cat "$W/cold.lg")"
+        fi
+        stop_lb
+    done
+    stop_backend "$bp"
+}
+
 # workers 2 (issue 6): both workers take a share of the connections, /stats
 # sums them (a connection the client dropped mid-handshake as its run ended
 # counts as a handshake failure), worker 0's health checks steer both, signals reach both, a
@@ -3569,7 +3638,7 @@ t_sanitizers() {
 ALL="t_version t_sample_conf t_check_errors t_client_certs t_verify_optional t_crl_expired t_crl_chain
 t_sni t_roundrobin t_leastconn_source t_retries t_relay t_proxy t_garbage t_max_conns
 t_sigterm t_sigterm_status t_timeouts t_fd_exhaustion t_tls_options t_readme_pki t_signals t_log_level
-t_ipv6 t_backpressure t_no_spin t_resumption t_loadgen
+t_ipv6 t_backpressure t_no_spin t_resumption t_loadgen t_cold
 t_http_keepalive t_http_headers t_http_evil_subject t_http_routes t_http_errors t_http_bodies
 t_http_upgrade t_http_reuse
 t_checks_failover t_checks_kinds t_backup_and_all_down t_https_backend t_stats t_checks_load
