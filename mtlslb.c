@@ -8829,29 +8829,28 @@ static void stats_accept(struct mtlslb *S)
  * of them every time, as this one did, spent 81-96 % of its CPU in poll()
  * with 1,000 idle mTLS clients open and 1 or 4 busy ones: those got 750
  * to 5,700 requests/s, against 5,000 to 30,000 with no idle client (one
- * core here); now they get about what they get with none.  So the
- * array is kept in two parts: hot slots [0, nhot) had an event or a change
- * of interest within LOOP_COLD_MS; the cold ones [nhot, n) have been quiet
+ * core here); now they get about what they get with none.  So the array
+ * is kept in two parts: hot slots [0, nhot) had an event or a change of
+ * interest within LOOP_COLD_MS; the cold ones [nhot, n) have been quiet
  * since.  While the cold part is at least as large as the hot one (and
  * LOOP_SPLIT_MIN slots: a wait with a short timeout arms a timer, which
  * costs more than a few cold slots would), the loop waits on the hot part
- * alone, and looks at the whole array (timeout
- * 0) once per period: LOOP_SCAN_SHARE times what the last look took, from
- * LOOP_SCAN_MIN_US to LOOP_SCAN_MAX_US, so looking costs about 1/16 of a
- * busy loop's time whatever the machine and the number of idle clients.
- * When the hot part stayed quiet through its wait and the look finds
- * nothing either, the loop sleeps on the whole array, as it always does
- * with few cold slots.  So an idle client that speaks while others keep
- * the loop busy waits up to one period (1.5 ms with 1,000 idle http
- * clients here, 3 ms with 1,000 tcp ones, whose server sides count too),
- * and not at all when the loop has time to sleep.  A cold slot with an event
- * turns hot; a hot one is cooled after each whole poll once it is
- * LOOP_COLD_MS old.
+ * alone, and looks at the whole array (timeout 0) once per period:
+ * LOOP_SCAN_SHARE times what the last look took, from LOOP_SCAN_MIN_US to
+ * LOOP_SCAN_MAX_US, so looking costs about 1/16 of a busy loop's time
+ * whatever the machine and the number of idle clients.  When the hot part
+ * stayed quiet through its wait and the look finds nothing either, the
+ * loop sleeps on the whole array, as it always does with few cold slots.
+ * So an idle client that speaks while others keep the loop busy waits up
+ * to one period (1.5 ms with 1,000 idle http clients here, 3 ms with 1,000
+ * tcp ones, whose server sides count too), and not at all when the loop
+ * has time to sleep.  A cold slot with an event turns hot; a hot one is
+ * cooled after each whole poll once it is LOOP_COLD_MS old.
  * ====================================================================== */
 
 #define LOOP_COLD_MS 500
 #define LOOP_SPLIT_MIN 64           /* fewer cold slots cost less than a wait's timer */
-#define LOOP_SCAN_SHARE 16         /* a look at every slot: 1/16 of the time, */
+#define LOOP_SCAN_SHARE 16          /* a look at every slot: 1/16 of the time, */
 #define LOOP_SCAN_MIN_US 1000       /* at most every 1 ms, */
 #define LOOP_SCAN_MAX_US 20000      /* at least every 20 ms */
 
