@@ -9179,7 +9179,7 @@ static int loop_run(struct mtlslb *S)
 
     for (;;) {
         int timeout = -1, n = 0, whole = 1;
-        size_t i;
+        size_t i, cold = L->n - L->nhot;
 
         if (S->stopping && S->active == 0)
             return 0;
@@ -9188,7 +9188,7 @@ static int loop_run(struct mtlslb *S)
             S->now = now_ms();
             timeout = when <= S->now ? 0 : when - S->now > 60000 ? 60000 : (int)(when - S->now);
         }
-        if (L->nhot > 0 && L->n - L->nhot >= L->nhot && L->n - L->nhot >= LOOP_SPLIT_MIN) {
+        if (L->nhot > 0 && cold >= L->nhot && cold >= LOOP_SPLIT_MIN) {
             uint64_t t0 = now_us(), t1;
             if (t0 - L->scan_at < L->scan_every) {
                 /* the hot part, until the period ends (rounded up to 1 ms) */

@@ -3001,13 +3001,20 @@ t_openwrt() {
         fail openwrt-conf "$out"
 }
 
+# build_loadgen: tests/loadgen (on the system's wolfSSL) at $W/loadgen, built
+# once per run; a compiler error is left in $W/loadgen.err.
+build_loadgen() {
+    [ -x "$W/loadgen" ] || cc -std=c99 -O2 -o "$W/loadgen" "$ROOT/tests/loadgen.c" \
+        $(pkg-config --cflags --libs wolfssl 2>/dev/null || echo -lwolfssl) 2>"$W/loadgen.err"
+}
+
 # tests/loadgen against mtlslb: 32 clients asking to resume, TLS 1.2 and
 # 1.3, none refused (sessions the cache forgot become full handshakes), and
 # every request counted reached the backend.
 t_loadgen() {
     local lp bp out v n r
     newport lp; newport bp
-    if ! cc -std=c99 -O2 -o "$W/loadgen" "$ROOT/tests/loadgen.c" $(pkg-config --cflags --libs wolfssl 2>/dev/null || echo -lwolfssl) 2>"$W/loadgen.err"; then
+    if ! build_loadgen; then
         fail loadgen "does not build: $(head -3 "$W/loadgen.err")"; return
     fi
     start_backend http "$bp" web1
@@ -3057,8 +3064,8 @@ t_loadgen() {
 t_cold() {
     local lp bp out mode lg
     newport bp
-    if ! cc -std=c99 -O2 -o "$W/loadgen" "$ROOT/tests/loadgen.c" $(pkg-config --cflags --libs wolfssl 2>/dev/null || echo -lwolfssl) 2>/dev/null; then
-        fail cold "loadgen does not build"; return
+    if ! build_loadgen; then
+        fail cold "loadgen does not build: $(head -3 "$W/loadgen.err")"; return
     fi
     start_backend http "$bp" web1
     for mode in http tcp; do
@@ -3134,8 +3141,8 @@ t_workers() {
     fall 1" | sed "s/^global\$/global\n    workers 2\n    stats 127.0.0.1:$sp/" >"$W/workers.conf"
     start_lb "$W/workers.conf" || { fail workers "no mtlslb"; return; }
     pids=$(pgrep -P "$LB_PID" | sort | tr '\n' ' ')
-    if ! cc -std=c99 -O2 -o "$W/loadgen" "$ROOT/tests/loadgen.c" $(pkg-config --cflags --libs wolfssl 2>/dev/null || echo -lwolfssl) 2>/dev/null; then
-        fail workers "loadgen does not build"; stop_lb; return
+    if ! build_loadgen; then
+        fail workers "loadgen does not build: $(head -3 "$W/loadgen.err")"; stop_lb; return
     fi
     rm -f "$W/be.$b1.log" "$W/be.$b2.log"
     out=$("$W/loadgen" --connect "127.0.0.1:$lp" --sni localhost --cert "$PKI/client.crt" \

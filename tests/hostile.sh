@@ -659,8 +659,7 @@ t_fd_ulimit() {
 t_memory_flat() {
     local lp bp lgbin=$W/loadgen out1 out2 out3 r1 r2 hs kr ok=1 t0 lim
     newport lp; newport bp
-    if [ ! -x "$lgbin" ] && ! cc -std=c99 -O2 -o "$lgbin" "$ROOT/tests/loadgen.c" \
-            $(pkg-config --cflags --libs wolfssl 2>/dev/null || echo -lwolfssl) 2>"$W/loadgen.err"; then
+    if ! build_loadgen; then
         fail memory-flat "loadgen does not build: $(head -3 "$W/loadgen.err")"; return
     fi
     start_backend http "$bp" web1
