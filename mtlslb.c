@@ -4434,7 +4434,7 @@ struct loop;
 struct mtlslb;
 
 /* Anything with a pollfd slot starts with this. */
-enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE, PK_POOL, PK_CHECK, PK_STATS_LISTEN,
+enum pollable_kind { PK_LISTEN, PK_SIGNAL, PK_SIDE, PK_CHECK, PK_STATS_LISTEN,
                      PK_STATS };
 
 struct pollable {
@@ -6813,12 +6813,22 @@ static void conn_connect_event(struct conn *c)
  *
  * A server connection that finished a response in keep-alive waits in its
  * server's pool for the next request, newest first, at most
- * MTLSLB_POOL_MAX per server and MTLSLB_POOL_IDLE_MS long.  It stays in the
- * poll set: a server that closes it (or sends anything) gets it dropped.
+ * MTLSLB_POOL_MAX per server and MTLSLB_POOL_IDLE_MS long.  It is not in
+ * the poll set: each descriptor there costs every sleeping poll() a
+ * wait-queue entry set up and torn down, and idle ones are as many as the
+ * busy clients (with 32 keep-alive clients, 31 of the 64 descriptors; poll()
+ * was half of mtlslb's CPU at 15,000 requests/s).  Nothing is lost by not
+ * watching them: pool_get looks at one before it is used (MSG_PEEK), and
+ * one that the server closed, or that holds anything (a server speaks only
+ * when asked; a TLS server's close_notify or late ticket counts too), is
+ * closed and the next one tried.  A server that closes between that look
+ * and the request is the race every pool has; http_server_gone retries such
+ * a request once on a fresh connection.  One the server closed otherwise
+ * waits (in CLOSE_WAIT) for its MTLSLB_POOL_IDLE_MS or the next request.
  */
 
 struct pconn {
-    struct pollable pl;
+    int fd;
     WOLFSSL *ssl;                   /* tls servers */
     struct up_server *srv;
     struct timer tm;
@@ -6831,16 +6841,10 @@ static int pool_put(struct mtlslb *S, struct up_server *s, int fd, WOLFSSL *ssl)
 
     if (s->nidle >= MTLSLB_POOL_MAX || S->stopping || !(p = calloc(1, sizeof *p)))
         return -1;
-    p->pl.fd = fd;
+    p->fd = fd;
     p->ssl = ssl;
-    p->pl.kind = PK_POOL;
-    p->pl.slot = -1;
     p->srv = s;
     p->tm.kind = TM_POOL;
-    if (loop_add(S->loop, &p->pl, POLLIN) < 0) {
-        free(p);
-        return -1;
-    }
     p->next = s->idle;
     if (s->idle)
         s->idle->prev = p;
@@ -6853,10 +6857,9 @@ static int pool_put(struct mtlslb *S, struct up_server *s, int fd, WOLFSSL *ssl)
 /* Out of the pool; returns its descriptor (and TLS object). */
 static int pool_take(struct mtlslb *S, struct pconn *p, WOLFSSL **ssl)
 {
-    int fd = p->pl.fd;
+    int fd = p->fd;
 
     *ssl = p->ssl;
-    loop_del(S->loop, &p->pl);
     timer_del(S->loop, &p->tm);
     if (p->prev)
         p->prev->next = p->next;
@@ -6879,9 +6882,19 @@ static void pool_drop(struct mtlslb *S, struct pconn *p)
     close(fd);
 }
 
+/* The newest idle connection of server s that is still open and quiet, or -1. */
 static int pool_get(struct mtlslb *S, struct up_server *s, WOLFSSL **ssl)
 {
-    return s->idle ? pool_take(S, s->idle, ssl) : -1;
+    while (s->idle) {
+        char b;
+        ssize_t r = recv(s->idle->fd, &b, 1, MSG_PEEK);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return pool_take(S, s->idle, ssl);
+        log_msg(MTLSLB_LOG_DEBUG, "backend %s server %s: pooled connection %s", s->be->name,
+                s->cfg->name, r == 0 ? "closed by the server" : r > 0 ? "not quiet" : strerror(errno));
+        pool_drop(S, s->idle);
+    }
+    return -1;
 }
 
 static void pool_clear(struct mtlslb *S)
@@ -9156,9 +9169,6 @@ static void loop_dispatch(struct mtlslb *S, struct pollable *p, short revents)
         break;
     case PK_SIDE:
         conn_event((struct side *)(void *)p, revents);
-        break;
-    case PK_POOL:
-        pool_drop(S, (struct pconn *)(void *)p);    /* closed by the server */
         break;
     case PK_STATS_LISTEN:
         stats_accept(S);
