@@ -3077,6 +3077,19 @@ t_loadgen() {
             fail "loadgen --group ${v%%:*}" "$(tail -3 <<<"$out")"
         fi
     done
+    # --rate (the bench's paced rows): request k begins no sooner than k / N
+    # s after the start, so 2 s at 100/s is at most 201 requests; at least
+    # half of them, however slow the machine, and each reached the backend.
+    rm -f "$W/be.$bp.log"
+    out=$("$W/loadgen" --connect "127.0.0.1:$lp" --sni localhost --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" --ca "$PKI/ca.crt" --concurrency 8 --duration 2 --requests-per-conn 0 \
+        --rate 100)
+    n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+    if [[ $out == *" errors=0 "* ]] && [ "${n:-0}" -ge 100 ] && [ "$n" -le 201 ] && [ "$(hits "$bp")" = "$n" ]; then
+        pass "loadgen --rate 100 for 2 s, 8 clients: $n requests, 0 errors"
+    else
+        fail "loadgen --rate" "$out (backend logged $(hits "$bp"))"
+    fi
     stop_lb
     stop_backend "$bp"
 }

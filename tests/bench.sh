@@ -11,20 +11,23 @@
 # (fast-w2: every process on CPU 0, CPU and RSS summed over the first process
 # and its workers), haproxy in http mode and in tcp mode (haproxy-tcp),
 # stunnel.  Workloads: (a) full handshakes, (b) resumed
-# handshakes (TLS 1.3 tickets), (c) keep-alive requests, (d) bulk, (e) idle
+# handshakes (TLS 1.3 tickets), (c) keep-alive requests (as fast as they go, and
+# paced: the same rate for every server), (d) bulk, (e) idle
 # connections' memory, (g) keep-alive requests beside 1,000 idle connections.
 # Below the table: in-memory handshake ceilings (tests/hsloop.c) and a plain
 # HTTP keep-alive ceiling straight to nginx (loadgen --plain); then the size
 # of the two mtlslb binaries (stripped) and of the shared libraries they need.
 #
 # BENCH_SECONDS=N per workload (default 5; (g) assumes N <= 20, as the idle
-# connections must outlive its two runs within the 60 s idle timeouts).  Peers are used
+# connections must outlive its two runs within the 60 s idle timeouts);
+# BENCH_RATE, BENCH_RATE4 the paced (c) rows' requests/s (15000, 5000).  Peers are used
 # when installed (as root it installs haproxy, stunnel4 and nginx-light).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export LC_ALL=C
 DUR=${BENCH_SECONDS:-5}
+RATE=${BENCH_RATE:-15000} RATE4=${BENCH_RATE4:-5000}     # (c) paced: 32 and 4 clients
 W=$(mktemp -d "${TMPDIR:-/tmp}/mtlslb-bench.XXXXXX")
 chmod 755 "$W"                  # nginx workers (not root) read www/
 PIDS=()                         # nginx
@@ -272,6 +275,8 @@ lgrun() {
 ANYSAT= RESPAWN= SERVER_NAME=
 # per SCALE FMT N: DCPU * SCALE / N, or "-" when N is 0 or missing
 per() { awk -v c="$DCPU" -v s="$1" -v n="${3:-0}" 'BEGIN { if (n > 0) printf "'"$2"'", c * s / n; else print "-" }'; }
+# short_of N: "<" when the last run's rate fell below 97 % of N, its --rate
+short_of() { awk -v r="$(field req_per_s "$OUT")" -v n="$1" 'BEGIN { if (r + 0 < 0.97 * n) print "<" }'; }
 rate() { local v; v=$(field "$1" "$OUT"); [ -n "$v" ] && [ "$v" != 0.0 ] && echo "$v$SAT" || echo -; }
 
 # run NAME: one server through every workload, into R[NAME,key]
@@ -305,6 +310,14 @@ run() {
     lgrun --concurrency 32 --requests-per-conn 0 --path /64
     R[$name,c]=$(per 1000 %.1f "$(field requests "$OUT")")$SAT
     R[$name,cr]=$(rate req_per_s)
+    # (c) again at one paced load for every server (loadgen --rate): above,
+    # a server that keeps up with the client side never sleeps (its poll or
+    # epoll_wait always finds something), so its CPU per request is the
+    # client's pace, not its own cost.  "<": the server fell short of it.
+    lgrun --concurrency 32 --requests-per-conn 0 --path /64 --rate "$RATE"
+    R[$name,cp]=$(per 1000 %.1f "$(field requests "$OUT")")$SAT$(short_of "$RATE")
+    lgrun --concurrency 4 --requests-per-conn 0 --path /64 --rate "$RATE4"
+    R[$name,cp4]=$(per 1000 %.1f "$(field requests "$OUT")")$SAT$(short_of "$RATE4")
     # (d) bulk 16 MiB bodies, 4 clients
     lgrun --concurrency 4 --requests-per-conn 0 --path /bulk
     n=$(field requests "$OUT")
@@ -422,6 +435,8 @@ row "(a) CPU ms / 1,000 full, X25519 key share" ax lo
 row "(b) CPU ms / 1,000 resumed, X25519 key share" bx lo
 row "(c) CPU us / keep-alive request (64 B)" c lo
 row "(c) requests/s (32 clients)" cr hi
+row "(c) CPU us / request, $RATE/s paced, 32 clients" cp lo
+row "(c) CPU us / request, $RATE4/s paced, 4 clients" cp4 lo
 row "(d) CPU ms / 100 MB bulk" d lo
 row "(e) RSS idle, KB" rss lo
 row "(e) of which private (RssAnon), KB" anon lo
@@ -438,7 +453,8 @@ printf '    resumes its previous session (TLS 1.3 tickets; its first handshake i
 printf '    (then 4) keep-alive clients while another loadgen holds 1,000 handshaken mTLS connections idle.\n'
 printf '    RSA-2048: server and client certificates and CA RSA-2048 (tests/pki.sh PKI_KEY=rsa2048).\n'
 printf '    Key exchange: the loadgen (wolfSSL) offers a P-256 key share; the X25519 rows offer X25519,\n'
-printf '    as OpenSSL-based clients (curl) and browsers do.\n'
+printf '    as OpenSSL-based clients (curl) and browsers do.  (c) paced: loadgen --rate, the same\n'
+printf '    request rate for every server (BENCH_RATE, BENCH_RATE4), so CPU per request is its own cost.\n'
 case " $NAMES " in *" mtlslb-small "*)
 printf 'mtlslb-small: make static WOLFSSL_SRC=DIR SMALL=1 CC=musl-gcc (wolfSSL -Os, single-precision\n'
 printf '    assembly for P-256 and RSA-2048 only, no AES-NI; musl; everything linked in).\n'
@@ -449,8 +465,10 @@ printf '    over the three processes; (e) RSS summed too, so pages they share co
 esac
 [ -n "$RESPAWN" ] && printf '^   the server'"'"'s processes changed during the run (a worker restarted):%s\n' "$RESPAWN"
 [ -n "$ANYSAT" ] && printf '*   CPU 1 (loadgen + nginx) busy >= 95 %% of the run: the client side set the pace.\n'
+grep -q '<' <(for n in $NAMES; do printf ' %s %s' "${R[$n,cp]:-}" "${R[$n,cp4]:-}"; done) &&
+    printf '<   the server fell short of the paced rate (below 97 %% of it).\n'
 [ -n "$SHORT" ] && printf '!   fewer than 1,000 connections held during (g):%s\n' "$SHORT"
-grep -q -- ' -' <(for k in a ar ra b br bs ax bx c cr d rss anon e g gr; do for n in $NAMES; do
+grep -q -- ' -' <(for k in a ar ra b br bs ax bx c cr cp cp4 d rss anon e g gr; do for n in $NAMES; do
     printf ' %s' "${R[$n,$k]:--}"; done; done) &&
     printf -- '-   no figure: the server did not start or the workload failed (see stderr)\n'
 printf '\nCeilings, same machine:\n'

@@ -5,7 +5,8 @@
  * usage: loadgen --connect HOST:PORT [--sni NAME] [--cert F --key F] [--ca F]
  *                [--concurrency N] [--duration SECS] [--requests-per-conn N]
  *                [--resume] [--path /x] [--host HEADER] [--max-requests N]
- *                [--tls 1.2|1.3] [--group p256|x25519] [--hold N] [--plain] [-v]
+ *                [--tls 1.2|1.3] [--group p256|x25519] [--hold N] [--plain]
+ *                [--rate N] [-v]
  *
  * One process, no threads, one poll() loop, every socket non-blocking, one
  * WOLFSSL_CTX.  N "slots" each run connect -> handshake -> GET -> response
@@ -35,6 +36,13 @@
  * --plain      plain HTTP over TCP, no TLS (a ceiling: straight to a
  *              backend); handshakes then counts TCP connections made,
  *              resumed stays 0 and the TLS options are not used.
+ * --rate       paced load: request k (from 0, over all slots) begins no
+ *              sooner than k / N s after the start (poll()'s 1 ms steps:
+ *              N/1000 begin together), so servers are compared at the same
+ *              load rather than each at its own pace.  A server that falls
+ *              behind gets the missed ones as fast as slots allow; compare
+ *              req_per_s with N.  0 (the default): each slot begins its next
+ *              request as soon as the last one is done.
  * Diagnostics go to stderr with -v only.  Exit 0 when it ran, 2 on bad
  * usage, 1 when not a single TLS connection (--plain: TCP connection) could
  * be made.
@@ -85,12 +93,15 @@ static struct {
     int plain;                  /* --plain: no TLS */
     long long max_requests;
     long hold;
+    long rate;                  /* --rate: requests begun per second, 0 = no pacing */
     int verbose;
 } opt = { .path = "/", .concurrency = 16, .duration = 5.0, .rpc = 1 };
 
 static struct {
     unsigned long long requests, errors, handshakes, resumed, non2xx, bytes;
     unsigned long long done;    /* complete responses, any status */
+    unsigned long long begun;   /* requests begun (--rate paces these) */
+    int64_t start;              /* when the run began, us */
     long inflight;
     int64_t last_done;
     int64_t max_lat;
@@ -177,10 +188,17 @@ struct slot {
 static struct slot *slots;
 static long nslots;
 
+/* --rate: when the next request may begin, us (request k at start + k / rate) */
+static int64_t pace_next(void)
+{
+    return g.start + (int64_t)((double)g.begun * 1e6 / (double)opt.rate);
+}
+
 static int can_start_request(void)
 {
     return !stopping && (opt.max_requests == 0 ||
-           g.done + (unsigned long long)g.inflight < (unsigned long long)opt.max_requests);
+           g.done + (unsigned long long)g.inflight < (unsigned long long)opt.max_requests) &&
+           (opt.rate == 0 || now_us() >= pace_next());
 }
 
 static void slot_close(struct slot *s, int graceful)
@@ -503,6 +521,7 @@ static void begin_request(struct slot *s)
     parser_reset(s);
     s->inflight = 1;
     g.inflight++;
+    g.begun++;
     s->req_start = now_us();
     s->deadline = s->req_start + TIMEOUT_US;
     s->st = S_SEND;
@@ -800,7 +819,8 @@ static void usage(FILE *f)
           "               [--concurrency N (16)] [--duration SECS (5)]\n"
           "               [--requests-per-conn N (1; 0 = keep-alive)] [--resume]\n"
           "               [--path /x] [--host HEADER] [--max-requests N]\n"
-          "               [--tls 1.2|1.3] [--group p256|x25519] [--hold N] [--plain] [-v]\n", f);
+          "               [--tls 1.2|1.3] [--group p256|x25519] [--hold N] [--plain]\n"
+          "               [--rate N (requests begun per second; 0 = unpaced)] [-v]\n", f);
 }
 
 static void bad_usage(const char *fmt, const char *arg)
@@ -828,7 +848,7 @@ static int is_value_option(const char *name)
     static const char *const names[] = {
         "--connect", "--sni", "--cert", "--key", "--ca", "--path", "--host",
         "--tls", "--group", "--concurrency", "--requests-per-conn", "--max-requests",
-        "--hold", "--duration"
+        "--hold", "--duration", "--rate"
     };
     size_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -902,6 +922,8 @@ static void parse_args(int argc, char **argv)
             opt.max_requests = num_arg(name, val, 0, (long long)1 << 60);
         else if (strcmp(name, "--hold") == 0)
             opt.hold = (long)num_arg(name, val, 0, 1000000);
+        else if (strcmp(name, "--rate") == 0)
+            opt.rate = (long)num_arg(name, val, 0, 100000000);
         else if (strcmp(name, "--duration") == 0) {
             char *end;
             opt.duration = strtod(val, &end);
@@ -1117,7 +1139,7 @@ int main(int argc, char **argv)
          opt.connect, nslots, opt.hold, opt.duration, opt.rpc,
          opt.resume ? ", resume" : "");
 
-    start = now_us();
+    start = g.start = now_us();
     end = start + (int64_t)(opt.duration * 1e6);
 
     for (;;) {
@@ -1165,8 +1187,11 @@ int main(int argc, char **argv)
                 else if (s->retry_at < tmo)
                     tmo = s->retry_at;
             }
-            if (s->st == S_READY)
+            if (s->st == S_READY) {
                 step(s, 0);
+                if (s->st == S_READY && opt.rate && !stopping && pace_next() < tmo)
+                    tmo = pace_next();      /* paced: wake when the next may begin */
+            }
             if (s->st == S_IDLE && !stopping && s->retry_at < tmo)
                 tmo = s->retry_at;
             if (s->fd >= 0 && s->events) {
