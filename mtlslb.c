@@ -5060,6 +5060,10 @@ enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CON
 enum http_req { HQ_HEAD, HQ_BODY, HQ_DONE };
 enum http_resp { HS_NONE, HS_HEAD, HS_BODY, HS_DONE };
 
+/* A request head copy (for a retry) up to this size keeps its buffer for
+ * the connection's next request; a larger one is freed after its request. */
+#define HEAD_KEEP_MAX 2048
+
 /* The request/response exchange in flight on an http connection. */
 struct http_tx {
     enum http_req rq;
@@ -5074,7 +5078,7 @@ struct http_tx {
     char method[24];
     char path[256];
     char *req_head;                 /* the server's request head, kept for a retry */
-    size_t req_head_len;
+    size_t req_head_len, req_head_cap;  /* the buffer outlives a request (http_finish) */
     unsigned head_req : 1;          /* HEAD: the response has no body */
     unsigned keep : 1;              /* the client wants keep-alive */
     unsigned upgrade : 1;
@@ -5172,6 +5176,7 @@ struct mtlslb {
     struct pollable stats_pl;       /* the stats endpoint's listening socket */
     struct stats_conn *stats_conns;
     unsigned nstats;
+    struct pconn *pc_free;          /* pool entries to reuse (pool_put, pool_take) */
     uint64_t started;
     int spare_fd;                   /* held back for wolfSSL (conn_spare_*) */
     int next_fd;                    /* the next client's server-side socket */
@@ -6839,8 +6844,14 @@ static int pool_put(struct mtlslb *S, struct up_server *s, int fd, WOLFSSL *ssl)
 {
     struct pconn *p;
 
-    if (s->nidle >= MTLSLB_POOL_MAX || S->stopping || !(p = calloc(1, sizeof *p)))
+    if (s->nidle >= MTLSLB_POOL_MAX || S->stopping)
         return -1;
+    if ((p = S->pc_free) != NULL) {         /* no allocation per request */
+        S->pc_free = p->next;
+        memset(p, 0, sizeof *p);
+    } else if (!(p = calloc(1, sizeof *p))) {
+        return -1;
+    }
     p->fd = fd;
     p->ssl = ssl;
     p->srv = s;
@@ -6868,7 +6879,8 @@ static int pool_take(struct mtlslb *S, struct pconn *p, WOLFSSL **ssl)
     if (p->next)
         p->next->prev = p->prev;
     p->srv->nidle--;
-    free(p);
+    p->next = S->pc_free;
+    S->pc_free = p;
     return fd;
 }
 
@@ -6897,6 +6909,7 @@ static int pool_get(struct mtlslb *S, struct up_server *s, WOLFSSL **ssl)
     return -1;
 }
 
+/* Every idle connection closed, the spare entries freed (stopping). */
 static void pool_clear(struct mtlslb *S)
 {
     size_t i, j;
@@ -6905,6 +6918,11 @@ static void pool_clear(struct mtlslb *S)
         for (j = 0; j < S->gen->ups[i].n; j++)
             while (S->gen->ups[i].srv[j].idle)
                 pool_drop(S, S->gen->ups[i].srv[j].idle);
+    while (S->pc_free) {
+        struct pconn *p = S->pc_free;
+        S->pc_free = p->next;
+        free(p);
+    }
 }
 
 /* Send the request over an idle connection of server s, if it has one. */
@@ -7510,7 +7528,7 @@ static void http_server_gone(struct conn *c, const char *why)
     struct up_server *s = c->server;
 
     if (t->rs == HS_HEAD && !t->resp_started && c->srv_reused && t->retryable &&
-        c->srv.buf.len == 0 && t->req_head) {
+        c->srv.buf.len == 0 && t->req_head_len) {
         log_msg(MTLSLB_LOG_DEBUG, "%s: reused connection to %s/%s gone (%s): retrying once",
                 c->peer, s->be->name, s->cfg->name, why);
         http_release_server(c, 0);
@@ -7543,8 +7561,18 @@ static void http_finish(struct conn *c)
         c->closing = 1;
         return;
     }
-    free(t->req_head);
-    memset(t, 0, sizeof *t);
+    {   /* the next request reuses the head copy's buffer, unless it is large */
+        char *h = t->req_head;
+        size_t cap = t->req_head_cap;
+        if (cap > HEAD_KEEP_MAX) {
+            free(h);
+            h = NULL;
+            cap = 0;
+        }
+        memset(t, 0, sizeof *t);
+        t->req_head = h;
+        t->req_head_cap = cap;
+    }
     t->rq = HQ_HEAD;
     t->rs = HS_NONE;
     t->start = c->S->now;
@@ -7650,8 +7678,14 @@ static int http_advance(struct conn *c)
         t->version = m.version;
         http_request(c, &m);
         if (!c->dead && t->retryable && !c->closing) {
-            t->req_head = malloc(c->srv.out.len);
-            if (t->req_head) {
+            if (c->srv.out.len > t->req_head_cap) {
+                char *h = realloc(t->req_head, c->srv.out.len);
+                if (h) {
+                    t->req_head = h;
+                    t->req_head_cap = c->srv.out.len;
+                }
+            }
+            if (c->srv.out.len <= t->req_head_cap) {    /* else no copy: no retry */
                 memcpy(t->req_head, c->srv.out.p, c->srv.out.len);
                 t->req_head_len = c->srv.out.len;
             }

@@ -2054,6 +2054,16 @@ PY
     c="$(cget "https://localhost:$lp/drop") $(cget "https://localhost:$lp/drop")"
     [ "$c" = "200 200" ] && pass "http: a GET that a reused server connection drops is retried on a fresh one" ||
         fail "http retry" "got $c"
+    # The same, two requests on one client connection, whose copy of the
+    # request head (for the retry) is kept between requests (small) or not
+    # (over 2 KB): what is retried is each request's own head.
+    for v in small:64 large:3000; do
+        c=$(curl -s -o /dev/null -o /dev/null -o /dev/null -w "%{http_code} " --max-time 10 --cacert "$PKI/ca.crt" \
+            --cert "$PKI/client.crt" --key "$PKI/client.key" -H "X-Pad: $(printf "%${v#*:}s" | tr ' ' p)" \
+            "https://localhost:$lp/drop" "https://localhost:$lp/drop" "https://localhost:$lp/drop")
+        [ "$c" = "200 200 200 " ] && pass "http: retries on one client connection, ${v%%:*} request heads" ||
+            fail "http retry ${v%%:*}" "got $c"
+    done
     out=$(hraw "$lp" 'GET /close HTTP/1.1\r\nHost: l\r\n\r\nGET / HTTP/1.1\r\nHost: l\r\n\r\n' --keep-open)
     if [ "$(statuses <<<"$out")" = 200 ] && grep -q "^until the end" <<<"$out" &&
        grep -qi "^connection: close" <<<"$out"; then
