@@ -7677,7 +7677,7 @@ static int http_advance(struct conn *c)
         }
         t->version = m.version;
         http_request(c, &m);
-        if (!c->dead && t->retryable && !c->closing) {
+        if (!c->dead && t->retryable && !c->closing && c->srv.out.len) {
             if (c->srv.out.len > t->req_head_cap) {
                 char *h = realloc(t->req_head, c->srv.out.len);
                 if (h) {
