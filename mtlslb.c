@@ -5060,8 +5060,8 @@ enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_SRV_TLS, CONN_RELAY, CON
 enum http_req { HQ_HEAD, HQ_BODY, HQ_DONE };
 enum http_resp { HS_NONE, HS_HEAD, HS_BODY, HS_DONE };
 
-/* A request head copy (for a retry) up to this size keeps its buffer for
- * the connection's next request; a larger one is freed after its request. */
+/* A connection's copy of a request head (for a retry) keeps a buffer up to
+ * this size for its next requests; a larger one is freed after its request. */
 #define HEAD_KEEP_MAX 2048
 
 /* The request/response exchange in flight on an http connection. */
@@ -5077,8 +5077,6 @@ struct http_tx {
     struct up_server *server;       /* for the log, once chosen */
     char method[24];
     char path[256];
-    char *req_head;                 /* the server's request head, kept for a retry */
-    size_t req_head_len, req_head_cap;  /* the buffer outlives a request (http_finish) */
     unsigned head_req : 1;          /* HEAD: the response has no body */
     unsigned keep : 1;              /* the client wants keep-alive */
     unsigned upgrade : 1;
@@ -5116,6 +5114,9 @@ struct conn {
     uint64_t srv_in0, srv_out0;     /* byte counts when the server was taken */
     struct http_tx tx;
     struct obuf xhdrs;              /* http: who the client is, as header lines */
+    struct obuf req_head;           /* http: the request's head as sent, for a retry;
+                                     * len 0 = none; its buffer serves the next
+                                     * requests up to HEAD_KEEP_MAX */
     struct mtlslb *S;
     struct timer tm;
     const struct mtlslb_sni *hs_sni;    /* the sni entry of the handshake; NULL = default */
@@ -5395,7 +5396,7 @@ static void conn_free(struct conn *c)
     buf_give(&c->cli.rd.wb);
     free(c->cli.out.p);
     free(c->srv.out.p);
-    free(c->tx.req_head);
+    free(c->req_head.p);
     free(c->xhdrs.p);
     free(c->tr.der);
     free(c->route_ok);
@@ -7528,12 +7529,12 @@ static void http_server_gone(struct conn *c, const char *why)
     struct up_server *s = c->server;
 
     if (t->rs == HS_HEAD && !t->resp_started && c->srv_reused && t->retryable &&
-        c->srv.buf.len == 0 && t->req_head_len) {
+        c->srv.buf.len == 0 && c->req_head.len) {
         log_msg(MTLSLB_LOG_DEBUG, "%s: reused connection to %s/%s gone (%s): retrying once",
                 c->peer, s->be->name, s->cfg->name, why);
         http_release_server(c, 0);
         t->retryable = 0;
-        if (obuf_add(&c->srv.out, t->req_head, t->req_head_len) < 0) {
+        if (obuf_add(&c->srv.out, c->req_head.p, c->req_head.len) < 0) {
             conn_close(c, "out of memory");
             return;
         }
@@ -7561,18 +7562,12 @@ static void http_finish(struct conn *c)
         c->closing = 1;
         return;
     }
-    {   /* the next request reuses the head copy's buffer, unless it is large */
-        char *h = t->req_head;
-        size_t cap = t->req_head_cap;
-        if (cap > HEAD_KEEP_MAX) {
-            free(h);
-            h = NULL;
-            cap = 0;
-        }
-        memset(t, 0, sizeof *t);
-        t->req_head = h;
-        t->req_head_cap = cap;
+    c->req_head.len = 0;
+    if (c->req_head.cap > HEAD_KEEP_MAX) {
+        free(c->req_head.p);
+        memset(&c->req_head, 0, sizeof c->req_head);
     }
+    memset(t, 0, sizeof *t);
     t->rq = HQ_HEAD;
     t->rs = HS_NONE;
     t->start = c->S->now;
@@ -7677,19 +7672,8 @@ static int http_advance(struct conn *c)
         }
         t->version = m.version;
         http_request(c, &m);
-        if (!c->dead && t->retryable && !c->closing && c->srv.out.len) {
-            if (c->srv.out.len > t->req_head_cap) {
-                char *h = realloc(t->req_head, c->srv.out.len);
-                if (h) {
-                    t->req_head = h;
-                    t->req_head_cap = c->srv.out.len;
-                }
-            }
-            if (c->srv.out.len <= t->req_head_cap) {    /* else no copy: no retry */
-                memcpy(t->req_head, c->srv.out.p, c->srv.out.len);
-                t->req_head_len = c->srv.out.len;
-            }
-        }
+        if (!c->dead && t->retryable && !c->closing && c->srv.out.len)
+            (void)obuf_add(&c->req_head, c->srv.out.p, c->srv.out.len);  /* no room: no retry */
         return c->dead ? -1 : 1;
     }
     if (t->rq == HQ_BODY && c->cli.body.kind != BK_TUNNEL) {

@@ -1189,8 +1189,11 @@ int main(int argc, char **argv)
             }
             if (s->st == S_READY) {
                 step(s, 0);
-                if (s->st == S_READY && opt.rate && !stopping && pace_next() < tmo)
-                    tmo = pace_next();      /* paced: wake when the next may begin */
+                if (s->st == S_READY && opt.rate && !stopping) {
+                    int64_t next = pace_next();
+                    if (next < tmo)
+                        tmo = next;         /* paced: wake when the next may begin */
+                }
             }
             if (s->st == S_IDLE && !stopping && s->retry_at < tmo)
                 tmo = s->retry_at;
